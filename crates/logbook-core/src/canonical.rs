@@ -1,0 +1,137 @@
+//! The canonical JSON form of an event, and its SHA-256 `hash`.
+//!
+//! The canonical form follows RFC 8785 (JSON Canonicalization Scheme): no whitespace; object members sorted by
+//! the UTF-16 code units of their names; strings escaped only where JSON requires it (`\"`, `\\`, `\b`, `\f`,
+//! `\n`, `\r`, `\t`, other control characters as `\u00xx`), everything else as literal UTF-8; numbers as
+//! ECMAScript prints them. One deliberate deviation: an integer that fits `i64`/`u64` is printed with all of its
+//! digits, even beyond 2^53, so that no two distinct integers share a hash.
+//!
+//! The bytes hashed for an event are the canonical form of the event exactly as the API returns it, with the
+//! `hash` member removed. Anyone holding an exported event can recompute its hash with any JCS library.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+
+/// Appends the canonical form of `value` to `out`.
+pub fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(number) => {
+            if let Some(integer) = number.as_i64() {
+                let _ = write!(out, "{integer}");
+            } else if let Some(unsigned) = number.as_u64() {
+                let _ = write!(out, "{unsigned}");
+            } else {
+                let float = number.as_f64().unwrap_or(0.0);
+                let mut buffer = ryu_js::Buffer::new();
+                out.push_str(buffer.format(float));
+            }
+        }
+        Value::String(text) => write_canonical_string(text, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (position, item) in items.iter().enumerate() {
+                if position > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(members) => {
+            let mut names: Vec<&String> = members.keys().collect();
+            names.sort_by(|left, right| left.encode_utf16().cmp(right.encode_utf16()));
+            out.push('{');
+            for (position, name) in names.into_iter().enumerate() {
+                if position > 0 {
+                    out.push(',');
+                }
+                write_canonical_string(name, out);
+                out.push(':');
+                write_canonical(&members[name.as_str()], out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_canonical_string(text: &str, out: &mut String) {
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            control if (control as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", control as u32);
+            }
+            other => out.push(other),
+        }
+    }
+    out.push('"');
+}
+
+/// The canonical form as a string.
+pub fn to_canonical_string(value: &Value) -> String {
+    let mut out = String::with_capacity(256);
+    write_canonical(value, &mut out);
+    out
+}
+
+/// Hex SHA-256 of the canonical form of `value` with any top-level `hash` member left out.
+pub fn event_hash(event_json: &Value) -> String {
+    let canonical = match event_json {
+        Value::Object(members) if members.contains_key("hash") => {
+            let mut without_hash = members.clone();
+            without_hash.remove("hash");
+            to_canonical_string(&Value::Object(without_hash))
+        }
+        other => to_canonical_string(other),
+    };
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sorts_members_and_drops_whitespace() {
+        let value = json!({"b": 1, "a": [true, null, "x"], "c": {"z": 1.5, "y": -0.0}});
+        assert_eq!(to_canonical_string(&value), r#"{"a":[true,null,"x"],"b":1,"c":{"y":0,"z":1.5}}"#);
+    }
+
+    #[test]
+    fn rfc8785_sample_numbers_and_strings() {
+        let value = json!({"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+                           "string": "\u{20ac}$\u{000F}\u{000a}A'B\"\\\\\"/"});
+        assert_eq!(
+            to_canonical_string(&value),
+            r#"{"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    #[test]
+    fn sorts_by_utf16_code_units_not_bytes() {
+        // U+FB33 sorts after U+1F600 in UTF-8 bytes but before it in UTF-16 (surrogates are 0xD83D...).
+        let value = json!({"\u{1F600}": 1, "\u{FB33}": 2});
+        assert_eq!(to_canonical_string(&value), "{\"\u{1F600}\":1,\"\u{FB33}\":2}");
+    }
+
+    #[test]
+    fn hash_ignores_the_hash_member_and_nothing_else() {
+        let event = json!({"id": "evt_1", "type": "a"});
+        let mut with_hash = event.clone();
+        with_hash["hash"] = json!("whatever");
+        assert_eq!(event_hash(&event), event_hash(&with_hash));
+        assert_ne!(event_hash(&event), event_hash(&json!({"id": "evt_1", "type": "b"})));
+    }
+}

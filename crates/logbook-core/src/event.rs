@@ -1,0 +1,622 @@
+//! The event: what clients send, how it is validated, and what the server stores and returns.
+//!
+//! A client sends a JSON object ([`NewEvent::from_json`] validates it); the writer of a storage engine assigns
+//! `id`, `seq`, `tenant` and `received_at` and calls [`NewEvent::into_event`], which computes `changes.diff` and
+//! the `hash`. An [`Event`] is immutable from then on. Its JSON form (field order included) is the API's.
+
+use crate::canonical;
+use crate::diff::{diff, DiffEntry};
+use crate::error::{Error, Result};
+use crate::time::{self, Millis};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Input limits. Violations are rejected with a 400 (or 413 for size).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest JSON text of one event, in bytes.
+    pub max_event_bytes: usize,
+    /// Deepest nesting of `metadata`, `context` and the `changes` snapshots (an object directly under the field
+    /// is depth 1).
+    pub max_depth: usize,
+    /// Most events in one ingest request.
+    pub max_batch_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_event_bytes: 256 * 1024, max_depth: 32, max_batch_events: 10_000 }
+    }
+}
+
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Actor {
+    pub id: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none", default)]
+    pub actor_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+}
+
+/// What was acted upon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+}
+
+/// Before/after snapshots of an audited entity and the server-computed delta between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Changes {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub before: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub after: Option<Value>,
+    #[serde(default)]
+    pub diff: Vec<DiffEntry>,
+}
+
+/// Whether the action succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    #[default]
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// A stored event, exactly as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub seq: u64,
+    pub tenant: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(with = "rfc3339_millis")]
+    pub created_at: Millis,
+    #[serde(with = "rfc3339_millis")]
+    pub received_at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub actor: Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub entity: Option<Entity>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub resources: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Map::is_empty", default)]
+    pub context: Map<String, Value>,
+    #[serde(default)]
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub metadata: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub changes: Option<Changes>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub idempotency_key: Option<String>,
+    pub hash: String,
+}
+
+impl Event {
+    /// Recomputes the hash from the event's other fields (see [`canonical`] for the exact bytes).
+    pub fn compute_hash(&self) -> String {
+        let mut json = serde_json::to_value(self).expect("an event always serializes");
+        if let Value::Object(members) = &mut json {
+            members.remove("hash");
+        }
+        canonical::event_hash(&json)
+    }
+}
+
+/// (De)serializes milliseconds as RFC 3339 UTC with milliseconds.
+pub mod rfc3339_millis {
+    use crate::time::{format_millis, parse_time, Millis};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(millis: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_millis(*millis))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_time(&text, 0).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A validated event as sent by a client, before the server assigns its identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Target tenant; only an admin key may name one.
+    pub tenant: Option<String>,
+    pub event_type: String,
+    pub created_at: Option<Millis>,
+    pub actor: Option<Actor>,
+    pub action: Option<String>,
+    pub entity: Option<Entity>,
+    pub resources: BTreeMap<String, String>,
+    pub context: Map<String, Value>,
+    pub outcome: Outcome,
+    pub description: Option<String>,
+    pub metadata: Option<Value>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+const INPUT_FIELDS: &str = "type, created_at, actor, action, entity, resources, context, outcome, description, \
+                            metadata, changes, idempotency_key, tenant";
+
+/// Identity of a stored event, assigned by the writer.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub id: String,
+    pub seq: u64,
+    pub tenant: String,
+    pub received_at: Millis,
+}
+
+impl NewEvent {
+    /// Validates one event given as JSON. `raw_bytes` is the size of its JSON text.
+    pub fn from_json(value: Value, raw_bytes: usize, limits: &Limits, now: Millis) -> Result<NewEvent> {
+        if raw_bytes > limits.max_event_bytes {
+            return Err(Error::InvalidEvent {
+                message: format!(
+                    "event is {raw_bytes} bytes of JSON; at most {} bytes are accepted",
+                    limits.max_event_bytes
+                ),
+                field: None,
+            });
+        }
+        let Value::Object(mut fields) = value else {
+            return Err(Error::InvalidEvent {
+                message: format!("expected an event object, got {}", json_kind(&value)),
+                field: None,
+            });
+        };
+        for server_field in ["id", "seq", "received_at", "hash"] {
+            if fields.contains_key(server_field) {
+                return Err(Error::invalid_event(
+                    server_field,
+                    format!("`{server_field}` is assigned by the server and cannot be sent"),
+                ));
+            }
+        }
+        if let Some(unknown) = fields.keys().find(|name| !INPUT_FIELDS.split(", ").any(|known| known == *name)) {
+            return Err(Error::invalid_event(
+                unknown.clone(),
+                format!("unknown field `{unknown}`; accepted fields are {INPUT_FIELDS}"),
+            ));
+        }
+
+        let tenant = optional_string(&mut fields, "tenant", 64)?;
+        if let Some(tenant) = &tenant {
+            validate_tenant_id(tenant).map_err(|message| Error::invalid_event("tenant", message))?;
+        }
+        let actor = match fields.remove("actor") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(Actor { id: checked_text("actor", id, 256)?, actor_type: None, name: None }),
+            Some(Value::Object(mut actor)) => {
+                let id = optional_string(&mut actor, "id", 256)?
+                    .ok_or_else(|| Error::invalid_event("actor.id", "`actor.id` is required when `actor` is an object"))?;
+                let actor_type = optional_string(&mut actor, "type", 64)?;
+                let name = optional_string(&mut actor, "name", 1024)?;
+                reject_leftovers("actor", &actor, "id, type, name")?;
+                Some(Actor { id, actor_type, name })
+            }
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "actor",
+                    format!("`actor` must be a string (the actor id) or an object {{id, type, name}}, got {}", json_kind(&other)),
+                ))
+            }
+        };
+        let action = optional_string(&mut fields, "action", 64)?.map(|action| action.to_uppercase());
+        if let Some(action) = &action {
+            if !action.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
+                return Err(Error::invalid_event(
+                    "action",
+                    format!("`action` `{action}` may contain only letters, digits, `_`, `.` and `-`"),
+                ));
+            }
+        }
+        let entity = match fields.remove("entity") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(mut entity)) => {
+                let entity_type = optional_string(&mut entity, "type", 128)?
+                    .ok_or_else(|| Error::invalid_event("entity.type", "`entity.type` is required when `entity` is given"))?;
+                validate_identifier("entity.type", &entity_type)?;
+                let id = optional_string(&mut entity, "id", 256)?;
+                let name = optional_string(&mut entity, "name", 1024)?;
+                reject_leftovers("entity", &entity, "type, id, name")?;
+                Some(Entity { entity_type, id, name })
+            }
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "entity",
+                    format!("`entity` must be an object {{type, id, name}}, got {}", json_kind(&other)),
+                ))
+            }
+        };
+        let event_type = match optional_string(&mut fields, "type", 256)? {
+            Some(event_type) => event_type,
+            None => match (&action, &entity) {
+                (Some(action), Some(entity)) => format!("{}.{}", entity.entity_type, action.to_lowercase()),
+                _ => {
+                    return Err(Error::invalid_event(
+                        "type",
+                        "`type` is required unless both `action` and `entity.type` are given",
+                    ))
+                }
+            },
+        };
+        validate_identifier("type", &event_type)?;
+
+        let created_at = match fields.remove("created_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => {
+                Some(time::parse_time(&text, now).map_err(|message| Error::invalid_event("created_at", message))?)
+            }
+            Some(Value::Number(number)) => match number.as_i64() {
+                Some(millis) if (time::MIN_MILLIS..=time::MAX_MILLIS).contains(&millis) => Some(millis),
+                _ => {
+                    return Err(Error::invalid_event(
+                        "created_at",
+                        format!("`created_at` {number} is not epoch milliseconds between the years 1970 and 9999"),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "created_at",
+                    format!("`created_at` must be an RFC 3339 string or epoch milliseconds, got {}", json_kind(&other)),
+                ))
+            }
+        };
+
+        let mut resources = BTreeMap::new();
+        match fields.remove("resources") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (key, value) in map {
+                    let path = format!("resources.{key}");
+                    validate_key(&path, &key)?;
+                    let text = match value {
+                        Value::String(text) => checked_text(&path, text, 256)?,
+                        Value::Number(number) => number.to_string(),
+                        other => {
+                            return Err(Error::invalid_event(
+                                path.clone(),
+                                format!("`{path}` must be a string id, got {}", json_kind(&other)),
+                            ))
+                        }
+                    };
+                    resources.insert(key, text);
+                }
+            }
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "resources",
+                    format!("`resources` must be an object of ids like {{\"bot_id\": \"bot_1\"}}, got {}", json_kind(&other)),
+                ))
+            }
+        }
+        let context = match fields.remove("context") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => {
+                for key in map.keys() {
+                    validate_key(&format!("context.{key}"), key)?;
+                }
+                check_depth("context", &Value::Object(map.clone()), limits.max_depth)?;
+                map
+            }
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "context",
+                    format!("`context` must be an object like {{\"ip\": \"203.0.113.7\"}}, got {}", json_kind(&other)),
+                ))
+            }
+        };
+        let outcome = match fields.remove("outcome") {
+            None | Some(Value::Null) => Outcome::Success,
+            Some(Value::String(text)) if text.eq_ignore_ascii_case("success") => Outcome::Success,
+            Some(Value::String(text)) if text.eq_ignore_ascii_case("failure") => Outcome::Failure,
+            Some(other) => {
+                return Err(Error::invalid_event("outcome", format!("`outcome` must be \"success\" or \"failure\", got {other}")))
+            }
+        };
+        let description = optional_string(&mut fields, "description", 16 * 1024)?;
+        let metadata = match fields.remove("metadata") {
+            None | Some(Value::Null) => None,
+            Some(value @ Value::Object(_)) => {
+                check_depth("metadata", &value, limits.max_depth)?;
+                Some(value)
+            }
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "metadata",
+                    format!("`metadata` must be a JSON object, got {}", json_kind(&other)),
+                ))
+            }
+        };
+        let (before, after) = match fields.remove("changes") {
+            None | Some(Value::Null) => (None, None),
+            Some(Value::Object(mut changes)) => {
+                // A client-sent diff (for example from a re-imported export) is ignored and recomputed.
+                changes.remove("diff");
+                let before = changes.remove("before").filter(|value| !value.is_null());
+                let after = changes.remove("after").filter(|value| !value.is_null());
+                reject_leftovers("changes", &changes, "before, after")?;
+                for (name, snapshot) in [("changes.before", &before), ("changes.after", &after)] {
+                    if let Some(snapshot) = snapshot {
+                        check_depth(name, snapshot, limits.max_depth)?;
+                    }
+                }
+                (before, after)
+            }
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "changes",
+                    format!("`changes` must be an object {{before, after}}, got {}", json_kind(&other)),
+                ))
+            }
+        };
+        let idempotency_key = optional_string(&mut fields, "idempotency_key", 256)?;
+        debug_assert!(fields.is_empty(), "every accepted field is consumed");
+
+        Ok(NewEvent {
+            tenant,
+            event_type,
+            created_at,
+            actor,
+            action,
+            entity,
+            resources,
+            context,
+            outcome,
+            description,
+            metadata,
+            before,
+            after,
+            idempotency_key,
+        })
+    }
+
+    /// Builds the stored event: fills the defaults, computes the diff and the hash.
+    pub fn into_event(self, assigned: Assigned) -> Event {
+        let changes = if self.before.is_some() || self.after.is_some() {
+            let diff = diff(self.before.as_ref(), self.after.as_ref());
+            Some(Changes { before: self.before, after: self.after, diff })
+        } else {
+            None
+        };
+        let mut event = Event {
+            id: assigned.id,
+            seq: assigned.seq,
+            tenant: assigned.tenant,
+            event_type: self.event_type,
+            created_at: self.created_at.unwrap_or(assigned.received_at),
+            received_at: assigned.received_at,
+            actor: self.actor,
+            action: self.action,
+            entity: self.entity,
+            resources: self.resources,
+            context: self.context,
+            outcome: self.outcome,
+            description: self.description,
+            metadata: self.metadata,
+            changes,
+            idempotency_key: self.idempotency_key,
+            hash: String::new(),
+        };
+        event.hash = event.compute_hash();
+        event
+    }
+}
+
+/// A new event id: `evt_` and a ULID whose time part is `created_at`, so ids sort by creation time.
+pub fn new_event_id(created_at: Millis) -> String {
+    let timestamp = u64::try_from(created_at).unwrap_or(0);
+    let ulid = ulid::Ulid::from_parts(timestamp, rand::random::<u128>());
+    format!("evt_{ulid}")
+}
+
+/// Tenant ids: 1 to 64 of `a-z`, `0-9`, `_`, `-`.
+pub fn validate_tenant_id(id: &str) -> std::result::Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("tenant id `{id}` must be 1 to 64 characters of a-z, 0-9, `_` and `-`"))
+    }
+}
+
+fn validate_identifier(field: &str, value: &str) -> Result<()> {
+    let valid = !value.is_empty()
+        && value.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid_event(
+            field,
+            format!("`{field}` `{value}` may contain only letters, digits, `_`, `.`, `-`, `:` and `/`"),
+        ))
+    }
+}
+
+fn validate_key(path: &str, key: &str) -> Result<()> {
+    let valid = !key.is_empty()
+        && key.len() <= 64
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid_event(path, format!("key `{key}` must be 1 to 64 characters of letters, digits, `_` and `-`")))
+    }
+}
+
+fn checked_text(field: &str, text: String, max_chars: usize) -> Result<String> {
+    if text.is_empty() {
+        return Err(Error::invalid_event(field, format!("`{field}` must not be empty")));
+    }
+    if text.len() > max_chars * 4 || text.chars().count() > max_chars {
+        return Err(Error::invalid_event(field, format!("`{field}` is longer than {max_chars} characters")));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(Error::invalid_event(field, format!("`{field}` contains a control character")));
+    }
+    Ok(text)
+}
+
+fn optional_string(fields: &mut Map<String, Value>, name: &str, max_chars: usize) -> Result<Option<String>> {
+    match fields.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => checked_text(name, text, max_chars).map(Some),
+        Some(other) => Err(Error::invalid_event(name, format!("`{name}` must be a string, got {}", json_kind(&other)))),
+    }
+}
+
+fn reject_leftovers(parent: &str, fields: &Map<String, Value>, accepted: &str) -> Result<()> {
+    match fields.keys().next() {
+        Some(unknown) => Err(Error::invalid_event(
+            format!("{parent}.{unknown}"),
+            format!("unknown field `{parent}.{unknown}`; `{parent}` accepts {accepted}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_depth(field: &str, value: &Value, max_depth: usize) -> Result<()> {
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Object(members) => 1 + members.values().map(depth).max().unwrap_or(0),
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let found = depth(value);
+    if found > max_depth {
+        return Err(Error::invalid_event(field, format!("`{field}` is nested {found} levels deep; at most {max_depth} are accepted")));
+    }
+    Ok(())
+}
+
+/// "an object", "a string", ... for error messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: Millis = 1_795_341_600_000;
+
+    fn validate(value: Value) -> Result<NewEvent> {
+        let bytes = value.to_string().len();
+        NewEvent::from_json(value, bytes, &Limits::default(), NOW)
+    }
+
+    fn assigned() -> Assigned {
+        Assigned { id: "evt_1".into(), seq: 7, tenant: "acme".into(), received_at: NOW }
+    }
+
+    #[test]
+    fn type_defaults_from_entity_and_action() {
+        let event = validate(json!({"action": "updated", "entity": {"type": "story", "id": "st_9"}})).unwrap();
+        assert_eq!(event.event_type, "story.updated");
+        assert_eq!(event.action.as_deref(), Some("UPDATED"));
+    }
+
+    #[test]
+    fn actor_string_is_the_actor_id() {
+        let event = validate(json!({"type": "a", "actor": "u_42"})).unwrap();
+        assert_eq!(event.actor, Some(Actor { id: "u_42".into(), actor_type: None, name: None }));
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let cases = [
+            (json!({}), "type"),
+            (json!({"type": "a", "outcome": "maybe"}), "outcome"),
+            (json!({"type": "a", "metadata": [1]}), "metadata"),
+            (json!({"type": "a", "seq": 5}), "seq"),
+            (json!({"type": "a", "colour": "red"}), "colour"),
+            (json!({"type": "a", "entity": {"id": "x"}}), "entity.type"),
+            (json!({"type": "a", "created_at": "yesterday"}), "created_at"),
+            (json!({"type": "a", "resources": {"bot_id": {"x": 1}}}), "resources.bot_id"),
+            (json!({"type": "has space"}), "type"),
+            (json!({"type": "a", "tenant": "Bad Tenant"}), "tenant"),
+        ];
+        for (input, expected_field) in cases {
+            match validate(input.clone()) {
+                Err(Error::InvalidEvent { field, .. }) => assert_eq!(field.as_deref(), Some(expected_field), "{input}"),
+                other => panic!("{input} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn depth_and_size_limits_are_enforced() {
+        let mut deep = json!(1);
+        for _ in 0..40 {
+            deep = json!({ "x": deep });
+        }
+        assert!(validate(json!({"type": "a", "metadata": deep})).is_err());
+        let big = "x".repeat(300 * 1024);
+        assert!(validate(json!({"type": "a", "metadata": {"big": big}})).is_err());
+    }
+
+    #[test]
+    fn stored_event_has_diff_hash_and_defaults() {
+        let input = json!({
+            "action": "UPDATED", "entity": {"type": "story", "id": "st_9"},
+            "changes": {"before": {"name": "Hello"}, "after": {"name": "Bye"}}
+        });
+        let event = validate(input).unwrap().into_event(assigned());
+        assert_eq!(event.created_at, NOW);
+        assert_eq!(event.changes.as_ref().unwrap().diff.len(), 1);
+        assert_eq!(event.hash, event.compute_hash());
+        assert_eq!(event.hash.len(), 64);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["created_at"], "2026-11-22T10:00:00.000Z");
+        let round_trip: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(round_trip, event);
+    }
+
+    #[test]
+    fn ids_sort_by_creation_time() {
+        let earlier = new_event_id(NOW);
+        let later = new_event_id(NOW + 1);
+        assert!(earlier < later);
+        assert!(earlier.starts_with("evt_") && earlier.len() == 30);
+    }
+}

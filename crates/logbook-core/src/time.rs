@@ -1,0 +1,114 @@
+//! Time forms accepted anywhere a time is: RFC 3339 (`2026-11-22T10:00:00.123Z`, any offset), a bare date
+//! (`2026-11-22`, midnight UTC), epoch milliseconds (`1795428000123`), and relative times: `now`, `now-15m`,
+//! `now+1h`, and the bare forms `15m`, `1h`, `7d`, `2w` meaning "that long ago". Units: s, m, h, d, w.
+//!
+//! Internally a time is milliseconds since the Unix epoch (`i64`). Output is always RFC 3339 UTC with
+//! milliseconds.
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// The current time in milliseconds.
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// Formats milliseconds as RFC 3339 UTC with exactly three fractional digits.
+pub fn format_millis(millis: Millis) -> String {
+    match Utc.timestamp_millis_opt(millis).single() {
+        Some(datetime) => datetime.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => millis.to_string(),
+    }
+}
+
+/// Earliest and latest times accepted (years 1970 and 9999), so that every accepted time formats cleanly.
+pub const MIN_MILLIS: Millis = 0;
+pub const MAX_MILLIS: Millis = 253_402_300_799_999;
+
+/// Parses any accepted time form relative to `now`. The error says which forms are accepted.
+pub fn parse_time(input: &str, now: Millis) -> Result<Millis, String> {
+    let text = input.trim();
+    let expected = "expected an RFC 3339 time (2026-11-22T10:00:00Z), a date (2026-11-22), epoch milliseconds, \
+                    or a relative time (now, now-15m, 1h, 7d; units s, m, h, d, w)";
+    if text.is_empty() {
+        return Err(format!("empty time: {expected}"));
+    }
+    let parsed = if text == "now" {
+        Some(now)
+    } else if let Some(rest) = text.strip_prefix("now-") {
+        parse_duration(rest).and_then(|d| now.checked_sub(d))
+    } else if let Some(rest) = text.strip_prefix("now+") {
+        parse_duration(rest).and_then(|d| now.checked_add(d))
+    } else if text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<i64>().ok()
+    } else if let Some(duration) = parse_duration(text) {
+        now.checked_sub(duration)
+    } else if let Ok(datetime) = DateTime::parse_from_rfc3339(text) {
+        Some(datetime.timestamp_millis())
+    } else if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        date.and_hms_opt(0, 0, 0).map(|naive| naive.and_utc().timestamp_millis())
+    } else {
+        None
+    };
+    match parsed {
+        Some(millis) if (MIN_MILLIS..=MAX_MILLIS).contains(&millis) => Ok(millis),
+        Some(_) => Err(format!("time `{text}` is outside the years 1970 to 9999")),
+        None => Err(format!("invalid time `{text}`: {expected}")),
+    }
+}
+
+/// Parses `15m`, `1h`, `7d`, `2w`, `30s` into milliseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let unit = text.chars().last()?;
+    let number: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    if number < 0 {
+        return None;
+    }
+    let unit_millis: i64 = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 604_800_000,
+        _ => return None,
+    };
+    number.checked_mul(unit_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_795_341_600_000; // 2026-11-22T10:00:00Z
+
+    #[test]
+    fn accepts_every_documented_form() {
+        assert_eq!(parse_time("now", NOW), Ok(NOW));
+        assert_eq!(parse_time("now-15m", NOW), Ok(NOW - 900_000));
+        assert_eq!(parse_time("now+1h", NOW), Ok(NOW + 3_600_000));
+        assert_eq!(parse_time("1h", NOW), Ok(NOW - 3_600_000));
+        assert_eq!(parse_time("7d", NOW), Ok(NOW - 7 * 86_400_000));
+        assert_eq!(parse_time("2w", NOW), Ok(NOW - 14 * 86_400_000));
+        assert_eq!(parse_time("30s", NOW), Ok(NOW - 30_000));
+        assert_eq!(parse_time("1795341600123", NOW), Ok(1_795_341_600_123));
+        assert_eq!(parse_time("2026-11-22T10:00:00.123Z", NOW), Ok(1_795_341_600_123));
+        assert_eq!(parse_time("2026-11-22T11:00:00+01:00", NOW), Ok(NOW));
+        assert_eq!(parse_time("2026-11-22", NOW), Ok(NOW - 10 * 3_600_000));
+    }
+
+    #[test]
+    fn rejects_garbage_with_the_accepted_forms() {
+        for bad in ["", "yesterday", "now-", "5y", "-5m", "2026-13-01", "99999999999999999999"] {
+            let error = parse_time(bad, NOW).unwrap_err();
+            assert!(error.contains("time"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn formats_with_milliseconds_in_utc() {
+        assert_eq!(format_millis(1_795_341_600_123), "2026-11-22T10:00:00.123Z");
+        assert_eq!(format_millis(NOW), "2026-11-22T10:00:00.000Z");
+    }
+}

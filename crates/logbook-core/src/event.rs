@@ -439,6 +439,12 @@ pub fn new_event_id(created_at: Millis) -> String {
     format!("evt_{ulid}")
 }
 
+/// The 128-bit value of an `evt_<ULID>` id (ids compare like these numbers), or `None` if malformed.
+pub fn event_id_value(id: &str) -> Option<u128> {
+    let text = id.strip_prefix("evt_")?;
+    ulid::Ulid::from_string(text).ok().map(u128::from)
+}
+
 /// Tenant ids: 1 to 64 of `a-z`, `0-9`, `_`, `-`.
 pub fn validate_tenant_id(id: &str) -> std::result::Result<(), String> {
     let valid = !id.is_empty()

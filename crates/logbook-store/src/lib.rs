@@ -1,14 +1,107 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Storage for Logbook: the [`EventStore`] trait every engine implements, and the embedded engine.
+//!
+//! The embedded engine ([`EmbeddedStore`]) keeps a data directory:
+//!
+//! ```text
+//! <data dir>/
+//!   LOCK               held (flock) by the process that has the directory open
+//!   catalog.sqlite     tenants, API keys (hashed), settings          — see [`catalog`]
+//!   wal/00000001.wal   the write-ahead log, zstd-compressed events    — see [`wal`]
+//!   wal/00000002.wal   ...
+//! ```
+//!
+//! The log is the source of truth; the search index ([`index`]) lives in memory and is rebuilt from the log
+//! when the store opens. A PostgreSQL engine (planned) implements the same trait.
+
+pub mod catalog;
+pub mod engine;
+pub mod error;
+pub mod index;
+pub mod wal;
+
+pub use catalog::{ApiKey, CreatedKey, Principal, Scope, Tenant};
+pub use engine::{EmbeddedStore, StoreOptions};
+pub use error::{Result, StoreError};
+
+use logbook_core::event::{Event, NewEvent};
+use logbook_core::filter::query_string::ListQuery;
+use serde::{Deserialize, Serialize};
+
+/// What the API returns for each ingested event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub id: String,
+    pub seq: u64,
+    pub hash: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A request-level idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// Who may replay it: the tenant of the key, or `*admin` for the admin key.
+    pub scope: String,
+    pub key: String,
+    /// Digest of the request body; a replay with a different body is refused.
+    pub fingerprint: String,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+/// One ingest request: validated events with their target tenants, all-or-nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub events: Vec<(String, NewEvent)>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// The receipts of an append, in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub receipts: Vec<Receipt>,
+    /// The request-level idempotency key was seen before; nothing new was stored.
+    pub replayed: bool,
+}
+
+/// A position in listing order: the last event of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: i64,
+    pub seq: u64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Event>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<Position>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub events: u64,
+    pub tenants: u64,
+    pub wal_bytes: u64,
+}
+
+/// A storage engine: events, tenants and keys. Methods block; async callers use `spawn_blocking`.
+pub trait EventStore: Send + Sync + 'static {
+    /// Durably appends a request's events; returns only once they are durable and visible to reads.
+    fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
+    /// One event of `tenant` by id.
+    fn get(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
+    /// A page of `tenant`'s events matching `query`, strictly after `after` in the query's order.
+    fn list(&self, tenant: &str, query: &ListQuery, after: Option<Position>) -> Result<Page>;
+    fn stats(&self) -> StoreStats;
+
+    fn authenticate(&self, token: &str) -> Option<Principal>;
+    /// The secret that signs cursors; stable for the deployment.
+    fn cursor_secret(&self) -> Vec<u8>;
+    fn create_tenant(&self, id: &str, name: &str) -> Result<Tenant>;
+    fn get_tenant(&self, id: &str) -> Option<Tenant>;
+    fn list_tenants(&self) -> Vec<Tenant>;
+    fn create_key(&self, tenant: &str, name: &str, scopes: &[Scope]) -> Result<CreatedKey>;
+    fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+    fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<()>;
+    /// Finishes pending writes and makes everything durable; later appends fail.
+    fn shutdown(&self) -> Result<()>;
 }

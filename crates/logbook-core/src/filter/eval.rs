@@ -148,7 +148,7 @@ pub fn json_compare(value: &Value, operand: &str) -> Option<Ordering> {
     match value {
         Value::String(text) => Some(text.as_str().cmp(operand)),
         Value::Number(number) => {
-            let wanted: f64 = operand.trim().parse().ok()?;
+            let wanted: f64 = operand.trim().parse::<f64>().ok().filter(|number| number.is_finite())?;
             number.as_f64()?.partial_cmp(&wanted)
         }
         Value::Bool(flag) => match operand {

@@ -1,0 +1,670 @@
+//! The embedded engine: one writer thread appending to the WAL with group commit, an in-memory index per
+//! tenant updated before each acknowledgement (read-your-writes), and a cache of decompressed records.
+//!
+//! Record payload (zstd-compressed): one header line, then one line per event, each the event's API JSON:
+//!
+//! ```text
+//! {"v":1,"idempotency":{...}|null}\n
+//! {"id":"evt_...","seq":1,"tenant":"acme",...}\n
+//! ...
+//! ```
+//!
+//! Invariants: an event is in the index only after its record is synced; `seq` is dense per tenant and
+//! assigned only by the writer thread; a request's events share one record (all or nothing).
+
+use crate::catalog::{Catalog, Principal};
+use crate::error::{Result, StoreError};
+use crate::index::{Location, TenantIndex};
+use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
+use crate::{ApiKey, AppendOutcome, AppendRequest, CreatedKey, EventStore, IdempotencyKey, Page, Position, Receipt, Scope, StoreStats, Tenant};
+use crossbeam_channel::{Receiver, Sender};
+use logbook_core::event::{new_event_id, Assigned, Event};
+use logbook_core::filter::query_string::ListQuery;
+use logbook_core::filter::{Field, Filter, Operand, Predicate};
+use logbook_core::time::{now_millis, Millis, MAX_MILLIS, MIN_MILLIS};
+use lru::LruCache;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+const IDEMPOTENCY_WINDOW_MILLIS: Millis = 24 * 3_600_000;
+const MAX_GROUP_REQUESTS: usize = 4096;
+
+/// Settings of the embedded engine.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    /// A WAL segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Decompressed records kept in memory.
+    pub cache_records: usize,
+    /// zstd level for event records.
+    pub compression_level: i32,
+}
+
+impl StoreOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreOptions { data_dir: data_dir.into(), segment_bytes: 64 << 20, cache_records: 256, compression_level: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecordHeader {
+    v: u32,
+    #[serde(default)]
+    idempotency: Option<StoredIdempotency>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredIdempotency {
+    key: IdempotencyKey,
+    receipts: Vec<Receipt>,
+    at: Millis,
+}
+
+/// A decompressed record: its text and the byte range of each event line.
+struct Decoded {
+    text: Vec<u8>,
+    events: Vec<(u32, u32)>,
+}
+
+impl Decoded {
+    fn new(text: Vec<u8>) -> Decoded {
+        let mut events = Vec::new();
+        let mut start = 0usize;
+        let mut first = true;
+        for (position, byte) in text.iter().enumerate() {
+            if *byte == b'\n' {
+                if !first {
+                    events.push((start as u32, position as u32));
+                }
+                first = false;
+                start = position + 1;
+            }
+        }
+        Decoded { text, events }
+    }
+
+    fn header(&self) -> &[u8] {
+        let end = self.text.iter().position(|b| *b == b'\n').unwrap_or(self.text.len());
+        &self.text[..end]
+    }
+
+    fn event_bytes(&self, line: u32) -> Option<&[u8]> {
+        let (start, end) = *self.events.get(line as usize)?;
+        Some(&self.text[start as usize..end as usize])
+    }
+}
+
+struct Shared {
+    wal_dir: PathBuf,
+    catalog: Catalog,
+    tenants: RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>,
+    files: RwLock<HashMap<u32, Arc<File>>>,
+    cache: Mutex<LruCache<RecordPosition, Arc<Decoded>>>,
+    events: AtomicU64,
+}
+
+impl Shared {
+    fn tenant(&self, tenant: &str) -> Option<Arc<RwLock<TenantIndex>>> {
+        self.tenants.read().get(tenant).cloned()
+    }
+
+    fn record(&self, position: RecordPosition) -> Result<Arc<Decoded>> {
+        if let Some(decoded) = self.cache.lock().get(&position) {
+            return Ok(decoded.clone());
+        }
+        let path = wal::segment_path(&self.wal_dir, position.segment);
+        let file = {
+            let cached = self.files.read().get(&position.segment).cloned();
+            match cached {
+                Some(file) => file,
+                None => {
+                    let file = Arc::new(File::open(&path).map_err(|e| StoreError::io(format!("failed to open {}", path.display()), e))?);
+                    self.files.write().insert(position.segment, file.clone());
+                    file
+                }
+            }
+        };
+        let (_, payload) = wal::read_record(&file, &path, position.offset)?;
+        let text = zstd::decode_all(&payload[..]).map_err(|e| StoreError::Corruption {
+            file: path.clone(),
+            offset: position.offset,
+            reason: format!("record does not decompress: {e}"),
+        })?;
+        let decoded = Arc::new(Decoded::new(text));
+        self.cache.lock().put(position, decoded.clone());
+        Ok(decoded)
+    }
+
+    fn load(&self, location: Location) -> Result<Event> {
+        let decoded = self.record(location.record)?;
+        let corrupt = |reason: String| StoreError::Corruption {
+            file: wal::segment_path(&self.wal_dir, location.record.segment),
+            offset: location.record.offset,
+            reason,
+        };
+        let bytes = decoded.event_bytes(location.line).ok_or_else(|| corrupt(format!("record has no event {}", location.line)))?;
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("event {} does not parse: {e}", location.line)))
+    }
+}
+
+struct WriteRequest {
+    request: AppendRequest,
+    reply: Sender<Result<AppendOutcome>>,
+}
+
+/// The embedded storage engine.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<Sender<WriteRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) a data directory: takes its lock, opens the catalog, replays the log into the index.
+    pub fn open(options: StoreOptions) -> Result<EmbeddedStore> {
+        let data_dir = &options.data_dir;
+        fs::create_dir_all(data_dir).map_err(|e| StoreError::io(format!("failed to create {}", data_dir.display()), e))?;
+        let lock_path = data_dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(format!("failed to open {}", lock_path.display()), e))?;
+        lock.try_lock().map_err(|_| StoreError::Io {
+            context: format!("the data directory {} is in use by another Logbook process", data_dir.display()),
+            source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+        })?;
+        let wal_dir = data_dir.join("wal");
+        fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io(format!("failed to create {}", wal_dir.display()), e))?;
+        let catalog = Catalog::open(&data_dir.join("catalog.sqlite"))?;
+
+        let started = Instant::now();
+        let now = now_millis();
+        let mut tenants: HashMap<String, TenantIndex> = HashMap::new();
+        let mut request_keys = HashMap::new();
+        let mut event_keys = HashMap::new();
+        let mut events = 0u64;
+        let last = wal::recover(&wal_dir, |position, kind, payload| {
+            let corrupt = |reason: String| StoreError::Corruption { file: wal::segment_path(&wal_dir, position.segment), offset: position.offset, reason };
+            if kind != KIND_EVENTS {
+                return Err(corrupt(format!("unknown record kind {kind}")));
+            }
+            let text = zstd::decode_all(payload).map_err(|e| corrupt(format!("record does not decompress: {e}")))?;
+            let decoded = Decoded::new(text);
+            let header: RecordHeader = serde_json::from_slice(decoded.header()).map_err(|e| corrupt(format!("bad record header: {e}")))?;
+            if let Some(stored) = header.idempotency {
+                if now - stored.at < IDEMPOTENCY_WINDOW_MILLIS {
+                    request_keys.insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
+                }
+            }
+            for line in 0..decoded.events.len() as u32 {
+                let bytes = decoded.event_bytes(line).expect("line exists");
+                let event: Event = serde_json::from_slice(bytes).map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?;
+                let index = tenants.entry(event.tenant.clone()).or_default();
+                if event.seq != index.len() as u64 + 1 {
+                    return Err(corrupt(format!("tenant {} seq {} follows seq {}", event.tenant, event.seq, index.len())));
+                }
+                if let Some(key) = &event.idempotency_key {
+                    if now - event.received_at < IDEMPOTENCY_WINDOW_MILLIS {
+                        event_keys.insert((event.tenant.clone(), key.clone()), (receipt_of(&event), event.received_at));
+                    }
+                }
+                index.insert(&event, Location { record: position, line });
+                events += 1;
+            }
+            Ok(())
+        })?;
+        tracing::info!(events, tenants = tenants.len(), elapsed_ms = started.elapsed().as_millis() as u64, "replayed the write-ahead log");
+
+        let wal_writer = WalWriter::open(&wal_dir, last, options.segment_bytes)?;
+        let seqs = tenants.iter().map(|(tenant, index)| (tenant.clone(), index.len() as u64)).collect();
+        let shared = Arc::new(Shared {
+            wal_dir,
+            catalog,
+            tenants: RwLock::new(tenants.into_iter().map(|(tenant, index)| (tenant, Arc::new(RwLock::new(index)))).collect()),
+            files: RwLock::new(HashMap::new()),
+            cache: Mutex::new(LruCache::new(NonZeroUsize::new(options.cache_records.max(1)).expect("non-zero"))),
+            events: AtomicU64::new(events),
+        });
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let state = WriterState {
+            wal: wal_writer,
+            shared: shared.clone(),
+            seqs,
+            request_keys,
+            event_keys,
+            compression_level: options.compression_level,
+            last_prune: now,
+        };
+        let writer = std::thread::Builder::new()
+            .name("logbook-wal-writer".into())
+            .spawn(move || state.run(receiver))
+            .map_err(|e| StoreError::io("failed to start the writer thread", e))?;
+        Ok(EmbeddedStore { shared, sender: Mutex::new(Some(sender)), writer: Mutex::new(Some(writer)), _lock: lock })
+    }
+
+    /// The catalog, for administration commands that run without a server.
+    pub fn catalog(&self) -> &Catalog {
+        &self.shared.catalog
+    }
+
+    /// Installs or generates the admin key (see [`Catalog::ensure_admin_key`]).
+    pub fn ensure_admin_key(&self, configured: Option<&str>) -> Result<Option<String>> {
+        self.shared.catalog.ensure_admin_key(configured)
+    }
+
+    /// Every event of every tenant in log order, for verification and export tools.
+    pub fn for_each_event(&self, mut visit: impl FnMut(&Event)) -> Result<()> {
+        let tenants: Vec<(String, Arc<RwLock<TenantIndex>>)> = self.shared.tenants.read().iter().map(|(t, i)| (t.clone(), i.clone())).collect();
+        for (_, index) in tenants {
+            let index = index.read();
+            for ordinal in 0..index.len() as u32 {
+                visit(&self.shared.load(index.entry(ordinal).location)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn receipt_of(event: &Event) -> Receipt {
+    Receipt { id: event.id.clone(), seq: event.seq, hash: event.hash.clone() }
+}
+
+/// Bounds on `created_at` implied by top-level conditions of the filter, inclusive.
+fn created_at_bounds(filter: &Filter) -> (i64, i64) {
+    match filter {
+        Filter::And(parts) => parts.iter().map(created_at_bounds).fold((MIN_MILLIS, MAX_MILLIS), |(low, high), (l, h)| (low.max(l), high.min(h))),
+        Filter::Condition(condition) if condition.field == Field::CreatedAt => match &condition.predicate {
+            Predicate::Eq(Operand::Number(n)) => (*n, *n),
+            Predicate::Gt(Operand::Number(n)) => (n.saturating_add(1), MAX_MILLIS),
+            Predicate::Gte(Operand::Number(n)) => (*n, MAX_MILLIS),
+            Predicate::Lt(Operand::Number(n)) => (MIN_MILLIS, n.saturating_sub(1)),
+            Predicate::Lte(Operand::Number(n)) => (MIN_MILLIS, *n),
+            _ => (MIN_MILLIS, MAX_MILLIS),
+        },
+        _ => (MIN_MILLIS, MAX_MILLIS),
+    }
+}
+
+/// Makes a per-request copy of a group-wide failure.
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::NoSpace => StoreError::NoSpace,
+        StoreError::Poisoned(reason) => StoreError::Poisoned(reason.clone()),
+        other => StoreError::Poisoned(other.to_string()),
+    }
+}
+
+impl EventStore for EmbeddedStore {
+    fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        let (reply, outcome) = crossbeam_channel::bounded(1);
+        {
+            let sender = self.sender.lock();
+            let sender = sender.as_ref().ok_or(StoreError::ShuttingDown)?;
+            sender.send(WriteRequest { request, reply }).map_err(|_| StoreError::ShuttingDown)?;
+        }
+        outcome.recv().map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    fn get(&self, tenant: &str, id: &str) -> Result<Option<Event>> {
+        let Some(index) = self.shared.tenant(tenant) else { return Ok(None) };
+        let index = index.read();
+        match index.ordinal_of_id(id) {
+            Some(ordinal) => Ok(Some(self.shared.load(index.entry(ordinal).location)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list(&self, tenant: &str, query: &ListQuery, after: Option<Position>) -> Result<Page> {
+        let Some(index) = self.shared.tenant(tenant) else { return Ok(Page { items: Vec::new(), next: None }) };
+        let index = index.read();
+        let candidates = index.plan(&query.filter);
+        let (mut low, mut high) = created_at_bounds(&query.filter);
+        if let Some(since) = query.since {
+            low = low.max(since);
+        }
+        if let Some(until) = query.until {
+            high = high.min(until.saturating_sub(1));
+        }
+        let after = after.map(|position| (position.created_at, position.seq.saturating_sub(1).min(u32::MAX as u64) as u32));
+        let wanted = query.limit + 1;
+        let mut items = Vec::with_capacity(wanted.min(1024));
+        let mut failure = None;
+        index.scan(candidates.bitmap.as_ref(), low, high, after, query.order, |ordinal| {
+            match self.shared.load(index.entry(ordinal).location) {
+                Ok(event) => {
+                    if candidates.exact || query.filter.matches(&event) {
+                        items.push(event);
+                    }
+                    items.len() < wanted
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    false
+                }
+            }
+        });
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let has_more = items.len() > query.limit;
+        items.truncate(query.limit);
+        let next = if has_more { items.last().map(|event| Position { created_at: event.created_at, seq: event.seq }) } else { None };
+        Ok(Page { items, next })
+    }
+
+    fn stats(&self) -> StoreStats {
+        let wal_bytes = wal::list_segments(&self.shared.wal_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|segment| fs::metadata(wal::segment_path(&self.shared.wal_dir, segment)).ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        StoreStats {
+            events: self.shared.events.load(AtomicOrdering::Relaxed),
+            tenants: self.shared.catalog.list_tenants().len() as u64,
+            wal_bytes,
+        }
+    }
+
+    fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.shared.catalog.authenticate(token)
+    }
+
+    fn cursor_secret(&self) -> Vec<u8> {
+        self.shared.catalog.cursor_secret().to_vec()
+    }
+
+    fn create_tenant(&self, id: &str, name: &str) -> Result<Tenant> {
+        self.shared.catalog.create_tenant(id, name)
+    }
+
+    fn get_tenant(&self, id: &str) -> Option<Tenant> {
+        self.shared.catalog.get_tenant(id)
+    }
+
+    fn list_tenants(&self) -> Vec<Tenant> {
+        self.shared.catalog.list_tenants()
+    }
+
+    fn create_key(&self, tenant: &str, name: &str, scopes: &[Scope]) -> Result<CreatedKey> {
+        self.shared.catalog.create_key(tenant, name, scopes)
+    }
+
+    fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
+        self.shared.catalog.list_keys(tenant)
+    }
+
+    fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<()> {
+        self.shared.catalog.revoke_key(tenant, key_id)
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        self.sender.lock().take();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// State owned by the writer thread.
+struct WriterState {
+    wal: WalWriter,
+    shared: Arc<Shared>,
+    /// Last durable seq per tenant.
+    seqs: HashMap<String, u64>,
+    request_keys: HashMap<(String, String), StoredIdempotency>,
+    event_keys: HashMap<(String, String), (Receipt, Millis)>,
+    compression_level: i32,
+    last_prune: Millis,
+}
+
+/// What the writer decided for one request of a group; plans and replies share their index.
+enum Plan {
+    Done(Result<AppendOutcome>),
+    Write { record: usize, events: Vec<Event>, receipts: Vec<Receipt>, idempotency: Option<StoredIdempotency> },
+    /// Same request-level key as the earlier request `leader` of the group: answer with its receipts.
+    Follow { leader: usize, fingerprint: String },
+}
+
+fn idempotency_conflict(key: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "Idempotency-Key `{key}` was already used with a different request body; use a new key for a new request"
+    ))
+}
+
+/// The answer to a request whose key was committed earlier.
+fn replay(stored: &StoredIdempotency, fingerprint: &str) -> Result<AppendOutcome> {
+    if stored.key.fingerprint == fingerprint {
+        Ok(AppendOutcome { receipts: stored.receipts.clone(), replayed: true })
+    } else {
+        Err(idempotency_conflict(&stored.key.key))
+    }
+}
+
+impl WriterState {
+    fn run(mut self, receiver: Receiver<WriteRequest>) {
+        while let Ok(first) = receiver.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_REQUESTS {
+                match receiver.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        if let Err(error) = self.wal.sync() {
+            tracing::error!(%error, "final sync of the write-ahead log failed");
+        }
+    }
+
+    fn prune(&mut self, now: Millis) {
+        if now - self.last_prune < 60_000 {
+            return;
+        }
+        self.last_prune = now;
+        self.request_keys.retain(|_, stored| now - stored.at < IDEMPOTENCY_WINDOW_MILLIS);
+        self.event_keys.retain(|_, (_, at)| now - *at < IDEMPOTENCY_WINDOW_MILLIS);
+    }
+
+    /// Decides every request of the group, appends their records, syncs once, publishes, acknowledges.
+    fn commit_group(&mut self, group: Vec<WriteRequest>) {
+        let received_at = now_millis();
+        self.prune(received_at);
+        let mut replies = Vec::with_capacity(group.len());
+        let mut plans = Vec::with_capacity(group.len());
+        let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut texts: Vec<Vec<u8>> = Vec::new();
+        let mut staged_seqs: HashMap<String, u64> = HashMap::new();
+        let mut staged_request_keys: HashMap<(String, String), usize> = HashMap::new();
+        let mut staged_event_keys: HashMap<(String, String), Receipt> = HashMap::new();
+
+        for WriteRequest { request, reply } in group {
+            replies.push(reply);
+            let plan = self.plan_request(request, received_at, &mut staged_seqs, &mut staged_request_keys, &mut staged_event_keys, plans.len());
+            let plan = match plan {
+                Plan::Write { events, receipts, idempotency, .. } => match self.encode(&events, &idempotency) {
+                    Ok((compressed, text)) => {
+                        records.push((KIND_EVENTS, compressed));
+                        texts.push(text);
+                        Plan::Write { record: records.len() - 1, events, receipts, idempotency }
+                    }
+                    Err(error) => Plan::Done(Err(error)),
+                },
+                other => other,
+            };
+            plans.push(plan);
+        }
+
+        let appended = if records.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let started = Instant::now();
+            let appended = self.wal.append(&records).and_then(|positions| self.wal.sync().map(|()| positions));
+            metrics::histogram!("logbook_wal_append_sync_seconds").record(started.elapsed().as_secs_f64());
+            appended
+        };
+        let positions = match appended {
+            Ok(positions) => positions,
+            Err(error) => {
+                tracing::error!(%error, "write-ahead log append failed; the group is not acknowledged");
+                for (plan, reply) in plans.into_iter().zip(&replies) {
+                    let result = match plan {
+                        Plan::Done(result) => result,
+                        _ => Err(copy_error(&error)),
+                    };
+                    let _ = reply.send(result);
+                }
+                return;
+            }
+        };
+
+        // Durable: publish to the index, then acknowledge.
+        let mut texts: Vec<Option<Vec<u8>>> = texts.into_iter().map(Some).collect();
+        let mut stored_events = 0u64;
+        for plan in &plans {
+            let Plan::Write { record, events, idempotency, .. } = plan else { continue };
+            let position = positions[*record];
+            if let Some(text) = texts[*record].take() {
+                self.shared.cache.lock().put(position, Arc::new(Decoded::new(text)));
+            }
+            for (line, event) in events.iter().enumerate() {
+                let existing = self.shared.tenant(&event.tenant);
+                let index = match existing {
+                    Some(index) => index,
+                    None => self.shared.tenants.write().entry(event.tenant.clone()).or_default().clone(),
+                };
+                index.write().insert(event, Location { record: position, line: line as u32 });
+                self.seqs.insert(event.tenant.clone(), event.seq);
+                if let Some(key) = &event.idempotency_key {
+                    self.event_keys.insert((event.tenant.clone(), key.clone()), (receipt_of(event), event.received_at));
+                }
+                stored_events += 1;
+            }
+            if let Some(stored) = idempotency {
+                self.request_keys.insert((stored.key.scope.clone(), stored.key.key.clone()), stored.clone());
+            }
+        }
+        self.shared.events.fetch_add(stored_events, AtomicOrdering::Relaxed);
+        metrics::counter!("logbook_events_stored_total").increment(stored_events);
+
+        let mut results: Vec<Option<Result<AppendOutcome>>> = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let result = match plan {
+                Plan::Done(_) => None,
+                Plan::Write { receipts, .. } => Some(Ok(AppendOutcome { receipts: receipts.clone(), replayed: false })),
+                Plan::Follow { leader, fingerprint } => Some(match &plans[*leader] {
+                    Plan::Write { receipts, idempotency: Some(stored), .. } if &stored.key.fingerprint == fingerprint => {
+                        Ok(AppendOutcome { receipts: receipts.clone(), replayed: true })
+                    }
+                    Plan::Write { idempotency: Some(stored), .. } => Err(idempotency_conflict(&stored.key.key)),
+                    _ => Err(StoreError::Conflict("a concurrent request with the same Idempotency-Key failed; retry it".into())),
+                }),
+            };
+            results.push(result);
+        }
+        for ((plan, result), reply) in plans.into_iter().zip(results).zip(&replies) {
+            let result = match (plan, result) {
+                (Plan::Done(result), _) => result,
+                (_, Some(result)) => result,
+                (_, None) => unreachable!("every non-final plan has a result"),
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Assigns identities to a request's events, or answers it at once (replay, error).
+    fn plan_request(
+        &self,
+        request: AppendRequest,
+        received_at: Millis,
+        staged_seqs: &mut HashMap<String, u64>,
+        staged_request_keys: &mut HashMap<(String, String), usize>,
+        staged_event_keys: &mut HashMap<(String, String), Receipt>,
+        plan_index: usize,
+    ) -> Plan {
+        if let Err(error) = self.wal.check_poisoned() {
+            return Plan::Done(Err(error));
+        }
+        if let Some(key) = &request.idempotency {
+            let map_key = (key.scope.clone(), key.key.clone());
+            if let Some(stored) = self.request_keys.get(&map_key).filter(|stored| received_at - stored.at < IDEMPOTENCY_WINDOW_MILLIS) {
+                return Plan::Done(replay(stored, &key.fingerprint));
+            }
+            if let Some(&leader) = staged_request_keys.get(&map_key) {
+                return Plan::Follow { leader, fingerprint: key.fingerprint.clone() };
+            }
+        }
+        if let Some((tenant, _)) = request.events.iter().find(|(tenant, _)| !self.shared.catalog.tenant_exists(tenant)) {
+            return Plan::Done(Err(StoreError::NotFound(format!("tenant `{tenant}` does not exist"))));
+        }
+        let mut events = Vec::with_capacity(request.events.len());
+        let mut receipts = Vec::with_capacity(request.events.len());
+        for (tenant, new_event) in request.events {
+            let event_key = new_event.idempotency_key.as_ref().map(|key| (tenant.clone(), key.clone()));
+            if let Some(event_key) = &event_key {
+                let earlier = self
+                    .event_keys
+                    .get(event_key)
+                    .filter(|(_, at)| received_at - at < IDEMPOTENCY_WINDOW_MILLIS)
+                    .map(|(receipt, _)| receipt)
+                    .or_else(|| staged_event_keys.get(event_key));
+                if let Some(receipt) = earlier {
+                    receipts.push(receipt.clone());
+                    continue;
+                }
+            }
+            let seq = staged_seqs.entry(tenant.clone()).or_insert_with(|| self.seqs.get(&tenant).copied().unwrap_or(0));
+            *seq += 1;
+            let created_at = new_event.created_at.unwrap_or(received_at);
+            let event = new_event.into_event(Assigned { id: new_event_id(created_at), seq: *seq, tenant, received_at });
+            let receipt = receipt_of(&event);
+            if let Some(event_key) = event_key {
+                staged_event_keys.insert(event_key, receipt.clone());
+            }
+            receipts.push(receipt);
+            events.push(event);
+        }
+        let idempotency = request.idempotency.map(|key| StoredIdempotency { key, receipts: receipts.clone(), at: received_at });
+        if events.is_empty() && idempotency.is_none() {
+            return Plan::Done(Ok(AppendOutcome { receipts, replayed: false }));
+        }
+        if let Some(stored) = &idempotency {
+            staged_request_keys.insert((stored.key.scope.clone(), stored.key.key.clone()), plan_index);
+        }
+        Plan::Write { record: usize::MAX, events, receipts, idempotency }
+    }
+
+    /// The record payload (compressed) and its decompressed text.
+    fn encode(&self, events: &[Event], idempotency: &Option<StoredIdempotency>) -> Result<(Vec<u8>, Vec<u8>)> {
+        let header = RecordHeader { v: 1, idempotency: idempotency.clone() };
+        let mut text = Vec::with_capacity(64 + events.len() * 768);
+        serde_json::to_writer(&mut text, &header).expect("a header serializes");
+        text.push(b'\n');
+        for event in events {
+            serde_json::to_writer(&mut text, event).expect("an event serializes");
+            text.push(b'\n');
+        }
+        let compressed = zstd::bulk::compress(&text, self.compression_level).map_err(|e| StoreError::io("failed to compress a record", e))?;
+        Ok((compressed, text))
+    }
+}

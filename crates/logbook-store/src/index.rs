@@ -1,0 +1,619 @@
+//! The per-tenant search index of the embedded engine, held in memory and rebuilt from the log on open.
+//!
+//! Events of a tenant are numbered by ordinal `seq - 1` (seq is dense per tenant). The index keeps:
+//! - `entries[ordinal]`: created_at, received_at, the id (a ULID as `u128`) and where the body is in the log;
+//! - `by_time`: the set of `(created_at, ordinal)`, which is the listing order (`created_at`, then `seq`);
+//! - `terms[field][value]`: a roaring bitmap of ordinals, for every text field, resource and context key, and
+//!   every metadata path (values typed: null < bool < number < text), so that eq, in, ranges, prefix,
+//!   contains and exists become bitmap operations over a term dictionary;
+//! - `present[field]`: ordinals where the field (or metadata path) exists;
+//! - `words`: description words, narrowing full-text phrases.
+//!
+//! The planner turns a [`Filter`] into [`Candidates`]: a bitmap (or "all") and whether it is exact. Fields
+//! that could not be fully indexed (over-long values, too many paths, keys containing dots) are listed in
+//! `unindexed` and planned as inexact; inexact candidates are re-checked with [`Filter::matches`] on the
+//! stored event, so the index only ever changes speed, never results.
+
+use crate::wal::RecordPosition;
+use logbook_core::event::{event_id_value, Event};
+use logbook_core::filter::eval::contains_folded;
+use logbook_core::filter::query_string::Order;
+use logbook_core::filter::{Field, FieldKind, Filter, Operand, Predicate};
+use roaring::RoaringBitmap;
+use serde_json::Value;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+
+/// Longest value indexed as a term; longer values make their field unindexed for the tenant.
+const MAX_TERM_BYTES: usize = 512;
+/// Most JSON leaves indexed per event.
+const MAX_LEAVES_PER_EVENT: usize = 256;
+/// Most distinct metadata/context fields indexed per tenant.
+const MAX_JSON_FIELDS: usize = 4096;
+/// Below this many candidates, sort them by time instead of walking the time order.
+const MATERIALIZE_LIMIT: u64 = 16_384;
+
+/// Where an event's JSON is: the record and the event's index within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub record: RecordPosition,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub created_at: i64,
+    pub received_at: i64,
+    pub id: u128,
+    pub location: Location,
+}
+
+/// An f64 with a total order, for the term dictionary.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderedNumber(f64);
+
+impl OrderedNumber {
+    fn new(value: f64) -> Self {
+        OrderedNumber(if value == 0.0 { 0.0 } else { value })
+    }
+}
+impl PartialEq for OrderedNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for OrderedNumber {}
+impl PartialOrd for OrderedNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrderedNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A typed term. The variant order is the dictionary order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Term {
+    Null,
+    Bool(bool),
+    Number(OrderedNumber),
+    Text(String),
+}
+
+/// A superset of the matching ordinals (`None` = every event), and whether it is exactly the matches.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    pub bitmap: Option<RoaringBitmap>,
+    pub exact: bool,
+}
+
+impl Candidates {
+    fn exact(bitmap: RoaringBitmap) -> Self {
+        Candidates { bitmap: Some(bitmap), exact: true }
+    }
+    fn unknown() -> Self {
+        Candidates { bitmap: None, exact: false }
+    }
+}
+
+#[derive(Default)]
+pub struct TenantIndex {
+    entries: Vec<Entry>,
+    by_time: BTreeSet<(i64, u32)>,
+    ids: HashMap<u128, u32>,
+    terms: HashMap<Field, BTreeMap<Term, RoaringBitmap>>,
+    present: HashMap<Field, RoaringBitmap>,
+    unindexed: HashSet<Field>,
+    words: BTreeMap<String, RoaringBitmap>,
+    json_fields: usize,
+}
+
+
+fn words_of(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase)
+}
+
+impl TenantIndex {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entry(&self, ordinal: u32) -> &Entry {
+        &self.entries[ordinal as usize]
+    }
+
+    pub fn ordinal_of_id(&self, id: &str) -> Option<u32> {
+        event_id_value(id).and_then(|key| self.ids.get(&key).copied())
+    }
+
+    /// Adds the next event of the tenant; `event.seq` must be `len() + 1`.
+    pub fn insert(&mut self, event: &Event, location: Location) {
+        debug_assert_eq!(event.seq as usize, self.entries.len() + 1, "seq is dense per tenant");
+        let ordinal = self.entries.len() as u32;
+        let id = event_id_value(&event.id).unwrap_or_default();
+        self.entries.push(Entry { created_at: event.created_at, received_at: event.received_at, id, location });
+        self.by_time.insert((event.created_at, ordinal));
+        self.ids.insert(id, ordinal);
+
+        let text_fields: [(Field, Option<&str>); 9] = [
+            (Field::Type, Some(event.event_type.as_str())),
+            (Field::Action, event.action.as_deref()),
+            (Field::ActorId, event.actor.as_ref().map(|a| a.id.as_str())),
+            (Field::ActorType, event.actor.as_ref().and_then(|a| a.actor_type.as_deref())),
+            (Field::ActorName, event.actor.as_ref().and_then(|a| a.name.as_deref())),
+            (Field::EntityType, event.entity.as_ref().map(|e| e.entity_type.as_str())),
+            (Field::EntityId, event.entity.as_ref().and_then(|e| e.id.as_deref())),
+            (Field::EntityName, event.entity.as_ref().and_then(|e| e.name.as_deref())),
+            (Field::Outcome, Some(event.outcome.as_str())),
+        ];
+        for (field, value) in text_fields {
+            if let Some(value) = value {
+                self.add_term(field, Term::Text(value.to_string()), ordinal);
+            }
+        }
+        for (key, value) in &event.resources {
+            self.add_term(Field::Resource(key.clone()), Term::Text(value.clone()), ordinal);
+        }
+        if let Some(description) = &event.description {
+            self.present.entry(Field::Description).or_default().insert(ordinal);
+            for word in words_of(description) {
+                self.words.entry(word).or_default().insert(ordinal);
+            }
+        }
+        let mut budget = MAX_LEAVES_PER_EVENT;
+        for (key, value) in &event.context {
+            self.add_json(Field::Context(key.clone()), value, ordinal, &mut budget, None);
+        }
+        if let Some(Value::Object(members)) = &event.metadata {
+            for (key, value) in members {
+                self.add_metadata(key.clone(), value, ordinal, &mut budget);
+            }
+        }
+    }
+
+    fn add_term(&mut self, field: Field, term: Term, ordinal: u32) {
+        self.present.entry(field.clone()).or_default().insert(ordinal);
+        if let Term::Text(text) = &term {
+            if text.len() > MAX_TERM_BYTES {
+                self.unindexed.insert(field);
+                return;
+            }
+        }
+        self.terms.entry(field).or_default().entry(term).or_default().insert(ordinal);
+    }
+
+    fn json_field_allowed(&mut self, field: &Field) -> bool {
+        if self.present.contains_key(field) {
+            return true;
+        }
+        if self.json_fields >= MAX_JSON_FIELDS {
+            self.unindexed.insert(field.clone());
+            return false;
+        }
+        self.json_fields += 1;
+        true
+    }
+
+    /// Indexes the metadata value at dotted `path` and below.
+    fn add_metadata(&mut self, path: String, value: &Value, ordinal: u32, budget: &mut usize) {
+        let field = Field::Metadata(path.clone());
+        if path.split('.').any(str::is_empty) {
+            return; // not addressable by any filter path
+        }
+        self.add_json(field, value, ordinal, budget, Some(&path));
+    }
+
+    /// Indexes one JSON value under `field`. With `metadata_path`, object members continue as sub-paths;
+    /// without (context), objects are only present.
+    fn add_json(&mut self, field: Field, value: &Value, ordinal: u32, budget: &mut usize, metadata_path: Option<&str>) {
+        if !self.json_field_allowed(&field) {
+            return;
+        }
+        self.present.entry(field.clone()).or_default().insert(ordinal);
+        let term = match value {
+            Value::Null => Term::Null,
+            Value::Bool(flag) => Term::Bool(*flag),
+            Value::Number(number) => Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0))),
+            Value::String(text) => Term::Text(text.clone()),
+            Value::Array(items) => {
+                for item in items {
+                    self.add_json_element(&field, item, ordinal, budget, metadata_path);
+                }
+                return;
+            }
+            Value::Object(members) => {
+                if let Some(path) = metadata_path {
+                    for (key, child) in members {
+                        if key.contains('.') || key.is_empty() {
+                            // `a.b` as one key cannot be told apart from a nested path: leave it to evaluation.
+                            self.unindexed.insert(Field::Metadata(format!("{path}.{key}")));
+                            continue;
+                        }
+                        self.add_metadata(format!("{path}.{key}"), child, ordinal, budget);
+                    }
+                }
+                return;
+            }
+        };
+        if *budget == 0 {
+            self.unindexed.insert(field);
+            return;
+        }
+        *budget -= 1;
+        self.add_term(field, term, ordinal);
+    }
+
+    /// An array element: scalars are values of the same field, nested arrays are flattened, objects continue
+    /// the metadata path.
+    fn add_json_element(&mut self, field: &Field, item: &Value, ordinal: u32, budget: &mut usize, metadata_path: Option<&str>) {
+        match item {
+            Value::Array(_) => self.add_json(field.clone(), item, ordinal, budget, metadata_path),
+            Value::Object(members) => {
+                if let Some(path) = metadata_path {
+                    for (key, child) in members {
+                        if key.contains('.') || key.is_empty() {
+                            self.unindexed.insert(Field::Metadata(format!("{path}.{key}")));
+                            continue;
+                        }
+                        self.add_metadata(format!("{path}.{key}"), child, ordinal, budget);
+                    }
+                }
+            }
+            scalar => {
+                let term = match scalar {
+                    Value::Null => Term::Null,
+                    Value::Bool(flag) => Term::Bool(*flag),
+                    Value::Number(number) => Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0))),
+                    Value::String(text) => Term::Text(text.clone()),
+                    _ => unreachable!("arrays and objects are handled above"),
+                };
+                if *budget == 0 {
+                    self.unindexed.insert(field.clone());
+                    return;
+                }
+                *budget -= 1;
+                self.add_term(field.clone(), term, ordinal);
+            }
+        }
+    }
+
+    fn all(&self) -> RoaringBitmap {
+        let mut all = RoaringBitmap::new();
+        all.insert_range(0..self.entries.len() as u32);
+        all
+    }
+
+    /// Plans `filter` into candidates.
+    pub fn plan(&self, filter: &Filter) -> Candidates {
+        match filter {
+            Filter::All => Candidates { bitmap: None, exact: true },
+            Filter::And(parts) => {
+                let mut bitmap: Option<RoaringBitmap> = None;
+                let mut exact = true;
+                for part in parts {
+                    let planned = self.plan(part);
+                    exact &= planned.exact;
+                    if let Some(part_bitmap) = planned.bitmap {
+                        bitmap = Some(match bitmap {
+                            Some(current) => current & part_bitmap,
+                            None => part_bitmap,
+                        });
+                    }
+                }
+                Candidates { bitmap, exact }
+            }
+            Filter::Or(parts) => {
+                let mut union = RoaringBitmap::new();
+                let mut everything = false;
+                let mut exact = true;
+                for part in parts {
+                    let planned = self.plan(part);
+                    exact &= planned.exact;
+                    match planned.bitmap {
+                        Some(part_bitmap) => union |= part_bitmap,
+                        None => everything = true,
+                    }
+                }
+                Candidates { bitmap: if everything { None } else { Some(union) }, exact }
+            }
+            Filter::Not(inner) => {
+                let planned = self.plan(inner);
+                if !planned.exact {
+                    return Candidates::unknown();
+                }
+                match planned.bitmap {
+                    None => Candidates::exact(RoaringBitmap::new()),
+                    Some(bitmap) => Candidates::exact(self.all() - bitmap),
+                }
+            }
+            Filter::Text(phrase) => self.plan_words(phrase),
+            Filter::Condition(condition) => self.plan_condition(&condition.field, &condition.predicate),
+        }
+    }
+
+    /// Ordinals whose description has, for every word of `phrase`, a word containing it: a superset of the
+    /// descriptions containing the phrase.
+    fn plan_words(&self, phrase: &str) -> Candidates {
+        let mut result: Option<RoaringBitmap> = None;
+        for token in words_of(phrase) {
+            let mut union = RoaringBitmap::new();
+            for (word, ordinals) in &self.words {
+                if word.contains(token.as_str()) {
+                    union |= ordinals;
+                }
+            }
+            result = Some(match result {
+                Some(current) => current & union,
+                None => union,
+            });
+        }
+        Candidates { bitmap: result, exact: false }
+    }
+
+    fn plan_condition(&self, field: &Field, predicate: &Predicate) -> Candidates {
+        match field {
+            Field::CreatedAt | Field::ReceivedAt => return Candidates::unknown(),
+            Field::Seq => return Candidates::exact(self.plan_seq(predicate)),
+            Field::Id => {
+                let lookup = |operand: &Operand| match operand {
+                    Operand::Text(text) => self.ordinal_of_id(text),
+                    Operand::Number(_) => None,
+                };
+                return match predicate {
+                    Predicate::Eq(operand) => Candidates::exact(lookup(operand).into_iter().collect()),
+                    Predicate::In(operands) => Candidates::exact(operands.iter().filter_map(lookup).collect()),
+                    Predicate::Exists => Candidates { bitmap: None, exact: true },
+                    _ => Candidates::unknown(),
+                };
+            }
+            Field::Description => {
+                return match predicate {
+                    Predicate::Exists => Candidates::exact(self.present.get(field).cloned().unwrap_or_default()),
+                    Predicate::Contains(needle) => self.plan_words(needle),
+                    _ => Candidates::unknown(),
+                }
+            }
+            _ => {}
+        }
+        if self.unindexed.contains(field) {
+            return Candidates::unknown();
+        }
+        if let Predicate::Exists = predicate {
+            return Candidates::exact(self.present.get(field).cloned().unwrap_or_default());
+        }
+        let Some(dictionary) = self.terms.get(field) else {
+            return Candidates::exact(RoaringBitmap::new());
+        };
+        let json = field.kind() == FieldKind::Json;
+        let mut result = RoaringBitmap::new();
+        let mut union_range = |lower: Bound<Term>, upper: Bound<Term>| {
+            if range_is_empty(&lower, &upper) {
+                return;
+            }
+            for (_, ordinals) in dictionary.range((lower, upper)) {
+                result |= ordinals;
+            }
+        };
+        match predicate {
+            Predicate::Eq(operand) | Predicate::Gt(operand) | Predicate::Gte(operand) | Predicate::Lt(operand) | Predicate::Lte(operand) => {
+                let Operand::Text(text) = operand else { return Candidates::exact(RoaringBitmap::new()) };
+                let number = if json { text.trim().parse::<f64>().ok().filter(|n| n.is_finite()) } else { None };
+                match predicate {
+                    Predicate::Eq(_) => {
+                        for term in equal_terms(text, json) {
+                            union_range(Bound::Included(term.clone()), Bound::Included(term));
+                        }
+                    }
+                    Predicate::Gt(_) | Predicate::Gte(_) => {
+                        let inclusive = matches!(predicate, Predicate::Gte(_));
+                        let bound = |term| if inclusive { Bound::Included(term) } else { Bound::Excluded(term) };
+                        union_range(bound(Term::Text(text.clone())), Bound::Unbounded);
+                        if let Some(number) = number {
+                            union_range(bound(Term::Number(OrderedNumber::new(number))), Bound::Included(Term::Number(OrderedNumber(f64::INFINITY))));
+                        }
+                    }
+                    _ => {
+                        let inclusive = matches!(predicate, Predicate::Lte(_));
+                        let bound = |term| if inclusive { Bound::Included(term) } else { Bound::Excluded(term) };
+                        union_range(Bound::Included(Term::Text(String::new())), bound(Term::Text(text.clone())));
+                        if let Some(number) = number {
+                            union_range(Bound::Included(Term::Number(OrderedNumber(f64::NEG_INFINITY))), bound(Term::Number(OrderedNumber::new(number))));
+                        }
+                    }
+                }
+            }
+            Predicate::In(operands) => {
+                for operand in operands {
+                    if let Operand::Text(text) = operand {
+                        for term in equal_terms(text, json) {
+                            union_range(Bound::Included(term.clone()), Bound::Included(term));
+                        }
+                    }
+                }
+            }
+            Predicate::Contains(needle) => {
+                for (term, ordinals) in dictionary.range(Term::Text(String::new())..) {
+                    if let Term::Text(text) = term {
+                        if contains_folded(text, needle) {
+                            result |= ordinals;
+                        }
+                    }
+                }
+            }
+            Predicate::Prefix(prefix) => {
+                for (term, ordinals) in dictionary.range(Term::Text(prefix.clone())..) {
+                    match term {
+                        Term::Text(text) if text.starts_with(prefix.as_str()) => result |= ordinals,
+                        _ => break,
+                    }
+                }
+            }
+            Predicate::Exists => unreachable!("handled above"),
+        }
+        Candidates::exact(result)
+    }
+
+    fn plan_seq(&self, predicate: &Predicate) -> RoaringBitmap {
+        let length = self.entries.len() as i64;
+        // Ordinal range [low, high) for seq values [low + 1, high + 1).
+        let range = |low_seq: i64, high_seq_exclusive: i64| -> RoaringBitmap {
+            let low = low_seq.saturating_sub(1).clamp(0, length);
+            let high = high_seq_exclusive.saturating_sub(1).clamp(0, length);
+            let mut bitmap = RoaringBitmap::new();
+            if low < high {
+                bitmap.insert_range(low as u32..high as u32);
+            }
+            bitmap
+        };
+        let number = |operand: &Operand| match operand {
+            Operand::Number(number) => *number,
+            Operand::Text(_) => i64::MIN,
+        };
+        match predicate {
+            Predicate::Eq(operand) => {
+                let seq = number(operand);
+                range(seq, seq.saturating_add(1))
+            }
+            Predicate::In(operands) => operands.iter().map(|o| range(number(o), number(o).saturating_add(1))).fold(RoaringBitmap::new(), |a, b| a | b),
+            Predicate::Gt(operand) => range(number(operand).saturating_add(1), i64::MAX),
+            Predicate::Gte(operand) => range(number(operand), i64::MAX),
+            Predicate::Lt(operand) => range(i64::MIN, number(operand)),
+            Predicate::Lte(operand) => range(i64::MIN, number(operand).saturating_add(1)),
+            Predicate::Exists => self.all(),
+            Predicate::Contains(_) | Predicate::Prefix(_) => RoaringBitmap::new(),
+        }
+    }
+
+    /// Visits candidate ordinals in listing order within `created_at` bounds `[low, high]` (inclusive), strictly
+    /// after `after` (a `(created_at, ordinal)` position in that order), until `visit` returns false.
+    pub fn scan(
+        &self,
+        candidates: Option<&RoaringBitmap>,
+        low: i64,
+        high: i64,
+        after: Option<(i64, u32)>,
+        order: Order,
+        mut visit: impl FnMut(u32) -> bool,
+    ) {
+        if low > high {
+            return;
+        }
+        let mut lower = Bound::Included((low, 0u32));
+        let mut upper = Bound::Included((high, u32::MAX));
+        if let Some(position) = after {
+            match order {
+                Order::Desc => {
+                    if position < bound_value(&upper) {
+                        upper = Bound::Excluded(position);
+                    }
+                }
+                Order::Asc => {
+                    if position >= bound_value(&lower) {
+                        lower = Bound::Excluded(position);
+                    }
+                }
+            }
+        }
+        if range_is_empty(&lower, &upper) {
+            return;
+        }
+        match candidates {
+            Some(bitmap) if bitmap.len() <= MATERIALIZE_LIMIT => {
+                let in_range = |key: &(i64, u32)| {
+                    (match lower {
+                        Bound::Included(l) => *key >= l,
+                        Bound::Excluded(l) => *key > l,
+                        Bound::Unbounded => true,
+                    }) && (match upper {
+                        Bound::Included(u) => *key <= u,
+                        Bound::Excluded(u) => *key < u,
+                        Bound::Unbounded => true,
+                    })
+                };
+                let mut keys: Vec<(i64, u32)> = bitmap
+                    .iter()
+                    .map(|ordinal| (self.entries[ordinal as usize].created_at, ordinal))
+                    .filter(in_range)
+                    .collect();
+                keys.sort_unstable();
+                if order == Order::Desc {
+                    keys.reverse();
+                }
+                for (_, ordinal) in keys {
+                    if !visit(ordinal) {
+                        return;
+                    }
+                }
+            }
+            _ => {
+                let range = self.by_time.range((lower, upper));
+                let mut step = |&(_, ordinal): &(i64, u32)| -> bool {
+                    if candidates.is_some_and(|bitmap| !bitmap.contains(ordinal)) {
+                        return true;
+                    }
+                    visit(ordinal)
+                };
+                match order {
+                    Order::Desc => {
+                        for key in range.rev() {
+                            if !step(key) {
+                                return;
+                            }
+                        }
+                    }
+                    Order::Asc => {
+                        for key in range {
+                            if !step(key) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bound_value<T: Copy>(bound: &Bound<T>) -> T {
+    match bound {
+        Bound::Included(value) | Bound::Excluded(value) => *value,
+        Bound::Unbounded => unreachable!("scan bounds are always set"),
+    }
+}
+
+/// Whether a range is empty (BTreeMap::range panics on inverted ranges).
+fn range_is_empty<T: Ord>(lower: &Bound<T>, upper: &Bound<T>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(l), Bound::Included(u)) => l > u,
+        (Bound::Included(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Included(u)) => l >= u,
+        (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
+        _ => false,
+    }
+}
+
+/// The terms equal to a text operand: the text, and for JSON fields the number, boolean or null it spells.
+fn equal_terms(text: &str, json: bool) -> Vec<Term> {
+    let mut terms = vec![Term::Text(text.to_string())];
+    if json {
+        if let Ok(number) = text.trim().parse::<f64>() {
+            if number.is_finite() {
+                terms.push(Term::Number(OrderedNumber::new(number)));
+            }
+        }
+        match text {
+            "true" => terms.push(Term::Bool(true)),
+            "false" => terms.push(Term::Bool(false)),
+            "null" => terms.push(Term::Null),
+            _ => {}
+        }
+    }
+    terms
+}

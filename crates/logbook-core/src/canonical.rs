@@ -106,7 +106,10 @@ mod tests {
     #[test]
     fn sorts_members_and_drops_whitespace() {
         let value = json!({"b": 1, "a": [true, null, "x"], "c": {"z": 1.5, "y": -0.0}});
-        assert_eq!(to_canonical_string(&value), r#"{"a":[true,null,"x"],"b":1,"c":{"y":0,"z":1.5}}"#);
+        assert_eq!(
+            to_canonical_string(&value),
+            r#"{"a":[true,null,"x"],"b":1,"c":{"y":0,"z":1.5}}"#
+        );
     }
 
     #[test]
@@ -123,7 +126,10 @@ mod tests {
     fn sorts_by_utf16_code_units_not_bytes() {
         // U+FB33 sorts after U+1F600 in UTF-8 bytes but before it in UTF-16 (surrogates are 0xD83D...).
         let value = json!({"\u{1F600}": 1, "\u{FB33}": 2});
-        assert_eq!(to_canonical_string(&value), "{\"\u{1F600}\":1,\"\u{FB33}\":2}");
+        assert_eq!(
+            to_canonical_string(&value),
+            "{\"\u{1F600}\":1,\"\u{FB33}\":2}"
+        );
     }
 
     #[test]
@@ -132,6 +138,9 @@ mod tests {
         let mut with_hash = event.clone();
         with_hash["hash"] = json!("whatever");
         assert_eq!(event_hash(&event), event_hash(&with_hash));
-        assert_ne!(event_hash(&event), event_hash(&json!({"id": "evt_1", "type": "b"})));
+        assert_ne!(
+            event_hash(&event),
+            event_hash(&json!({"id": "evt_1", "type": "b"}))
+        );
     }
 }

@@ -54,7 +54,9 @@ impl Cursor {
     }
 
     pub fn decode(text: &str, secret: &[u8]) -> Result<Cursor> {
-        let invalid = || Error::InvalidCursor("the cursor is malformed or was altered; pass the `next_cursor` of the previous page unchanged".into());
+        let invalid = || {
+            Error::InvalidCursor("the cursor is malformed or was altered; pass the `next_cursor` of the previous page unchanged".into())
+        };
         let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| invalid())?;
         if bytes.len() <= MAC_BYTES {
             return Err(invalid());
@@ -68,7 +70,10 @@ impl Cursor {
 }
 
 fn mac(secret: &[u8], payload: &[u8]) -> [u8; MAC_BYTES] {
-    let digest = Sha256::new().chain_update(secret).chain_update(payload).finalize();
+    let digest = Sha256::new()
+        .chain_update(secret)
+        .chain_update(payload)
+        .finalize();
     let mut out = [0; MAC_BYTES];
     out.copy_from_slice(&digest[..MAC_BYTES]);
     out
@@ -79,7 +84,14 @@ mod tests {
     use super::*;
 
     fn sample() -> Cursor {
-        Cursor { tenant: "acme".into(), descending: true, created_at: 5, seq: 9, now: 10, fingerprint: "ab".into() }
+        Cursor {
+            tenant: "acme".into(),
+            descending: true,
+            created_at: 5,
+            seq: 9,
+            now: 10,
+            fingerprint: "ab".into(),
+        }
     }
 
     #[test]

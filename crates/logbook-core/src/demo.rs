@@ -47,10 +47,31 @@ const PEOPLE: &[(&str, &str)] = &[
     ("u_grace", "Grace Kim"),
     ("u_hugo", "Hugo Lefèvre"),
 ];
-const CHANNELS: &[&str] = &["webchat", "slack", "whatsapp", "telegram", "messenger", "sms"];
+const CHANNELS: &[&str] = &[
+    "webchat",
+    "slack",
+    "whatsapp",
+    "telegram",
+    "messenger",
+    "sms",
+];
 const MODELS: &[&str] = &["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70b"];
-const NAMES: &[&str] = &["Welcome", "Pricing FAQ", "Order status", "Handoff", "Returns", "Onboarding", "Feedback"];
-const ERRORS: &[&str] = &["rate_limited", "timeout", "invalid_token", "upstream_500", "payload_rejected"];
+const NAMES: &[&str] = &[
+    "Welcome",
+    "Pricing FAQ",
+    "Order status",
+    "Handoff",
+    "Returns",
+    "Onboarding",
+    "Feedback",
+];
+const ERRORS: &[&str] = &[
+    "rate_limited",
+    "timeout",
+    "invalid_token",
+    "upstream_500",
+    "payload_rejected",
+];
 
 /// Generates input events for one or more tenants.
 pub struct DemoGenerator {
@@ -61,7 +82,11 @@ pub struct DemoGenerator {
 
 impl DemoGenerator {
     pub fn new(seed: u64) -> DemoGenerator {
-        DemoGenerator { rng: StdRng::seed_from_u64(seed), catalog: Catalog::builtin(), counter: 0 }
+        DemoGenerator {
+            rng: StdRng::seed_from_u64(seed),
+            catalog: Catalog::builtin(),
+            counter: 0,
+        }
     }
 
     fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
@@ -119,14 +144,22 @@ impl DemoGenerator {
             })
         } else if roll < 90 {
             let entity_type = Self::pick(rng, &self.catalog.entity_types).name.clone();
-            let entity_id = format!("{}_{}", &entity_type[..entity_type.len().min(3)], rng.random_range(1..=400));
+            let entity_id = format!(
+                "{}_{}",
+                &entity_type[..entity_type.len().min(3)],
+                rng.random_range(1..=400)
+            );
             let name = *Self::pick(rng, NAMES);
             let new_name = *Self::pick(rng, NAMES);
             let action_roll = rng.random_range(0..10);
             let snapshot = |name: &str, active: bool| json!({"name": name, "is_active": active, "settings": {"language": "en", "priority": 1}});
             let (action, before, after) = match action_roll {
                 0..=2 => ("CREATED", Value::Null, snapshot(name, true)),
-                3..=7 => ("UPDATED", snapshot(name, true), snapshot(new_name, action_roll != 7)),
+                3..=7 => (
+                    "UPDATED",
+                    snapshot(name, true),
+                    snapshot(new_name, action_roll != 7),
+                ),
                 _ => ("DELETED", snapshot(name, false), Value::Null),
             };
             json!({
@@ -143,9 +176,16 @@ impl DemoGenerator {
             let (entity, description) = match action {
                 "INVITED" | "ACCEPTED" => (
                     json!({"type": "access", "id": format!("acc_{}", invitee.0), "name": invitee.1}),
-                    format!("{actor_name} {} access for {}", action.to_lowercase(), invitee.1),
+                    format!(
+                        "{actor_name} {} access for {}",
+                        action.to_lowercase(),
+                        invitee.1
+                    ),
                 ),
-                _ => (json!({"type": "session", "id": format!("sess_{}", self.counter)}), format!("{actor_name} {}", action.to_lowercase())),
+                _ => (
+                    json!({"type": "session", "id": format!("sess_{}", self.counter)}),
+                    format!("{actor_name} {}", action.to_lowercase()),
+                ),
             };
             json!({
                 "type": format!("team.{}", action.to_lowercase()),
@@ -179,6 +219,9 @@ mod tests {
                 .unwrap_or_else(|error| panic!("{event}: {error}"));
         }
         let average = total_bytes / 2_000;
-        assert!((250..900).contains(&average), "average event is {average} bytes");
+        assert!(
+            (250..900).contains(&average),
+            "average event is {average} bytes"
+        );
     }
 }

@@ -39,12 +39,19 @@ pub fn diff(before: Option<&Value>, after: Option<&Value>) -> Vec<DiffEntry> {
     entries
 }
 
-fn walk(path: &mut String, before: Option<&Value>, after: Option<&Value>, out: &mut Vec<DiffEntry>) {
+fn walk(
+    path: &mut String,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    out: &mut Vec<DiffEntry>,
+) {
     match (before, after) {
         (None, None) => {}
         (Some(old), None) => leaves(path, old, DiffOp::Removed, out),
         (None, Some(new)) => leaves(path, new, DiffOp::Added, out),
-        (Some(Value::Object(old)), Some(Value::Object(new))) if !old.is_empty() || !new.is_empty() => {
+        (Some(Value::Object(old)), Some(Value::Object(new)))
+            if !old.is_empty() || !new.is_empty() =>
+        {
             let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
             names.sort();
             names.dedup();
@@ -54,7 +61,9 @@ fn walk(path: &mut String, before: Option<&Value>, after: Option<&Value>, out: &
                 path.truncate(saved_length);
             }
         }
-        (Some(Value::Array(old)), Some(Value::Array(new))) if !old.is_empty() || !new.is_empty() => {
+        (Some(Value::Array(old)), Some(Value::Array(new)))
+            if !old.is_empty() || !new.is_empty() =>
+        {
             for index in 0..old.len().max(new.len()) {
                 let saved_length = push_token(path, &index.to_string());
                 walk(path, old.get(index), new.get(index), out);
@@ -78,19 +87,27 @@ fn walk(path: &mut String, before: Option<&Value>, after: Option<&Value>, out: &
 fn leaves(path: &mut String, value: &Value, op: DiffOp, out: &mut Vec<DiffEntry>) {
     let children: Vec<(String, &Value)> = match value {
         Value::Object(members) if !members.is_empty() => {
-            let mut named: Vec<(String, &Value)> = members.iter().map(|(k, v)| (k.clone(), v)).collect();
+            let mut named: Vec<(String, &Value)> =
+                members.iter().map(|(k, v)| (k.clone(), v)).collect();
             named.sort_by(|a, b| a.0.cmp(&b.0));
             named
         }
-        Value::Array(items) if !items.is_empty() => {
-            items.iter().enumerate().map(|(index, item)| (index.to_string(), item)).collect()
-        }
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| (index.to_string(), item))
+            .collect(),
         leaf => {
             let (before, after) = match op {
                 DiffOp::Removed => (Some(leaf.clone()), None),
                 _ => (None, Some(leaf.clone())),
             };
-            out.push(DiffEntry { path: path.clone(), op, before, after });
+            out.push(DiffEntry {
+                path: path.clone(),
+                op,
+                before,
+                after,
+            });
             return;
         }
     };
@@ -121,12 +138,18 @@ mod tests {
     use serde_json::json;
 
     fn entry(path: &str, op: DiffOp, before: Option<Value>, after: Option<Value>) -> DiffEntry {
-        DiffEntry { path: path.into(), op, before, after }
+        DiffEntry {
+            path: path.into(),
+            op,
+            before,
+            after,
+        }
     }
 
     #[test]
     fn created_lists_every_leaf_as_added() {
-        let after = json!({"name": "Welcome", "settings": {"lang": "en", "tags": ["a", "b"]}, "empty": {}});
+        let after =
+            json!({"name": "Welcome", "settings": {"lang": "en", "tags": ["a", "b"]}, "empty": {}});
         assert_eq!(
             diff(None, Some(&after)),
             vec![
@@ -162,7 +185,12 @@ mod tests {
                 entry("/cfg/b/1", DiffOp::Changed, Some(json!(2)), Some(json!(5))),
                 entry("/cfg/b/2", DiffOp::Removed, Some(json!(3)), None),
                 entry("/gone", DiffOp::Removed, Some(json!(1)), None),
-                entry("/name", DiffOp::Changed, Some(json!("Hello World!")), Some(json!("Good Morning 🌞"))),
+                entry(
+                    "/name",
+                    DiffOp::Changed,
+                    Some(json!("Hello World!")),
+                    Some(json!("Good Morning 🌞"))
+                ),
                 entry("/new", DiffOp::Added, None, Some(json!(null))),
             ]
         );
@@ -174,7 +202,12 @@ mod tests {
         let after = json!({"a/b": "flat", "t~": 1});
         assert_eq!(
             diff(Some(&before), Some(&after)),
-            vec![entry("/a~1b", DiffOp::Changed, Some(json!({"x": 1})), Some(json!("flat")))]
+            vec![entry(
+                "/a~1b",
+                DiffOp::Changed,
+                Some(json!({"x": 1})),
+                Some(json!("flat"))
+            )]
         );
     }
 

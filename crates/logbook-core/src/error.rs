@@ -7,10 +7,16 @@ use serde_json::Value;
 pub enum Error {
     /// An event failed validation. `field` is the JSON path of the offending field when known.
     #[error("{message}")]
-    InvalidEvent { message: String, field: Option<String> },
+    InvalidEvent {
+        message: String,
+        field: Option<String>,
+    },
     /// A filter, time or query parameter could not be understood.
     #[error("{message}")]
-    InvalidFilter { message: String, details: Option<Value> },
+    InvalidFilter {
+        message: String,
+        details: Option<Value>,
+    },
     /// A pagination cursor was malformed, forged, or used with different query parameters.
     #[error("{0}")]
     InvalidCursor(String),
@@ -18,11 +24,17 @@ pub enum Error {
 
 impl Error {
     pub fn invalid_event(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidEvent { message: message.into(), field: Some(field.into()) }
+        Error::InvalidEvent {
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 
     pub fn invalid_filter(message: impl Into<String>) -> Self {
-        Error::InvalidFilter { message: message.into(), details: None }
+        Error::InvalidFilter {
+            message: message.into(),
+            details: None,
+        }
     }
 }
 

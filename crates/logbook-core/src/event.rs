@@ -27,7 +27,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_event_bytes: 256 * 1024, max_depth: 32, max_batch_events: 10_000 }
+        Limits {
+            max_event_bytes: 256 * 1024,
+            max_depth: 32,
+            max_batch_events: 10_000,
+        }
     }
 }
 
@@ -162,7 +166,8 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
 }
 
-const INPUT_FIELDS: &str = "type, created_at, actor, action, entity, resources, context, outcome, description, \
+const INPUT_FIELDS: &str =
+    "type, created_at, actor, action, entity, resources, context, outcome, description, \
                             metadata, changes, idempotency_key, tenant";
 
 /// Identity of a stored event, assigned by the writer.
@@ -176,7 +181,12 @@ pub struct Assigned {
 
 impl NewEvent {
     /// Validates one event given as JSON. `raw_bytes` is the size of its JSON text.
-    pub fn from_json(value: Value, raw_bytes: usize, limits: &Limits, now: Millis) -> Result<NewEvent> {
+    pub fn from_json(
+        value: Value,
+        raw_bytes: usize,
+        limits: &Limits,
+        now: Millis,
+    ) -> Result<NewEvent> {
         if raw_bytes > limits.max_event_bytes {
             return Err(Error::InvalidEvent {
                 message: format!(
@@ -200,7 +210,10 @@ impl NewEvent {
                 ));
             }
         }
-        if let Some(unknown) = fields.keys().find(|name| !INPUT_FIELDS.split(", ").any(|known| known == *name)) {
+        if let Some(unknown) = fields
+            .keys()
+            .find(|name| !INPUT_FIELDS.split(", ").any(|known| known == *name))
+        {
             return Err(Error::invalid_event(
                 unknown.clone(),
                 format!("unknown field `{unknown}`; accepted fields are {INPUT_FIELDS}"),
@@ -209,7 +222,8 @@ impl NewEvent {
 
         let tenant = optional_string(&mut fields, "tenant", 64)?;
         if let Some(tenant) = &tenant {
-            validate_tenant_id(tenant).map_err(|message| Error::invalid_event("tenant", message))?;
+            validate_tenant_id(tenant)
+                .map_err(|message| Error::invalid_event("tenant", message))?;
         }
         let actor = match fields.remove("actor") {
             None | Some(Value::Null) => None,
@@ -229,37 +243,56 @@ impl NewEvent {
                 ))
             }
         };
-        let action = optional_string(&mut fields, "action", 64)?.map(|action| action.to_uppercase());
+        let action =
+            optional_string(&mut fields, "action", 64)?.map(|action| action.to_uppercase());
         if let Some(action) = &action {
-            if !action.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
+            if !action
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+            {
                 return Err(Error::invalid_event(
                     "action",
-                    format!("`action` `{action}` may contain only letters, digits, `_`, `.` and `-`"),
+                    format!(
+                        "`action` `{action}` may contain only letters, digits, `_`, `.` and `-`"
+                    ),
                 ));
             }
         }
         let entity = match fields.remove("entity") {
             None | Some(Value::Null) => None,
             Some(Value::Object(mut entity)) => {
-                let entity_type = optional_string(&mut entity, "type", 128)?
-                    .ok_or_else(|| Error::invalid_event("entity.type", "`entity.type` is required when `entity` is given"))?;
+                let entity_type = optional_string(&mut entity, "type", 128)?.ok_or_else(|| {
+                    Error::invalid_event(
+                        "entity.type",
+                        "`entity.type` is required when `entity` is given",
+                    )
+                })?;
                 validate_identifier("entity.type", &entity_type)?;
                 let id = optional_string(&mut entity, "id", 256)?;
                 let name = optional_string(&mut entity, "name", 1024)?;
                 reject_leftovers("entity", &entity, "type, id, name")?;
-                Some(Entity { entity_type, id, name })
+                Some(Entity {
+                    entity_type,
+                    id,
+                    name,
+                })
             }
             Some(other) => {
                 return Err(Error::invalid_event(
                     "entity",
-                    format!("`entity` must be an object {{type, id, name}}, got {}", json_kind(&other)),
+                    format!(
+                        "`entity` must be an object {{type, id, name}}, got {}",
+                        json_kind(&other)
+                    ),
                 ))
             }
         };
         let event_type = match optional_string(&mut fields, "type", 256)? {
             Some(event_type) => event_type,
             None => match (&action, &entity) {
-                (Some(action), Some(entity)) => format!("{}.{}", entity.entity_type, action.to_lowercase()),
+                (Some(action), Some(entity)) => {
+                    format!("{}.{}", entity.entity_type, action.to_lowercase())
+                }
                 _ => {
                     return Err(Error::invalid_event(
                         "type",
@@ -312,12 +345,13 @@ impl NewEvent {
                     resources.insert(key, text);
                 }
             }
-            Some(other) => {
-                return Err(Error::invalid_event(
-                    "resources",
-                    format!("`resources` must be an object of ids like {{\"bot_id\": \"bot_1\"}}, got {}", json_kind(&other)),
-                ))
-            }
+            Some(other) => return Err(Error::invalid_event(
+                "resources",
+                format!(
+                    "`resources` must be an object of ids like {{\"bot_id\": \"bot_1\"}}, got {}",
+                    json_kind(&other)
+                ),
+            )),
         }
         let context = match fields.remove("context") {
             None | Some(Value::Null) => Map::new(),
@@ -331,7 +365,10 @@ impl NewEvent {
             Some(other) => {
                 return Err(Error::invalid_event(
                     "context",
-                    format!("`context` must be an object like {{\"ip\": \"203.0.113.7\"}}, got {}", json_kind(&other)),
+                    format!(
+                        "`context` must be an object like {{\"ip\": \"203.0.113.7\"}}, got {}",
+                        json_kind(&other)
+                    ),
                 ))
             }
         };
@@ -340,7 +377,10 @@ impl NewEvent {
             Some(Value::String(text)) if text.eq_ignore_ascii_case("success") => Outcome::Success,
             Some(Value::String(text)) if text.eq_ignore_ascii_case("failure") => Outcome::Failure,
             Some(other) => {
-                return Err(Error::invalid_event("outcome", format!("`outcome` must be \"success\" or \"failure\", got {other}")))
+                return Err(Error::invalid_event(
+                    "outcome",
+                    format!("`outcome` must be \"success\" or \"failure\", got {other}"),
+                ))
             }
         };
         let description = optional_string(&mut fields, "description", 16 * 1024)?;
@@ -353,7 +393,10 @@ impl NewEvent {
             Some(other) => {
                 return Err(Error::invalid_event(
                     "metadata",
-                    format!("`metadata` must be a JSON object, got {}", json_kind(&other)),
+                    format!(
+                        "`metadata` must be a JSON object, got {}",
+                        json_kind(&other)
+                    ),
                 ))
             }
         };
@@ -375,7 +418,10 @@ impl NewEvent {
             Some(other) => {
                 return Err(Error::invalid_event(
                     "changes",
-                    format!("`changes` must be an object {{before, after}}, got {}", json_kind(&other)),
+                    format!(
+                        "`changes` must be an object {{before, after}}, got {}",
+                        json_kind(&other)
+                    ),
                 ))
             }
         };
@@ -404,7 +450,11 @@ impl NewEvent {
     pub fn into_event(self, assigned: Assigned) -> Event {
         let changes = if self.before.is_some() || self.after.is_some() {
             let diff = diff(self.before.as_ref(), self.after.as_ref());
-            Some(Changes { before: self.before, after: self.after, diff })
+            Some(Changes {
+                before: self.before,
+                after: self.after,
+                diff,
+            })
         } else {
             None
         };
@@ -449,23 +499,31 @@ pub fn event_id_value(id: &str) -> Option<u128> {
 pub fn validate_tenant_id(id: &str) -> std::result::Result<(), String> {
     let valid = !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if valid {
         Ok(())
     } else {
-        Err(format!("tenant id `{id}` must be 1 to 64 characters of a-z, 0-9, `_` and `-`"))
+        Err(format!(
+            "tenant id `{id}` must be 1 to 64 characters of a-z, 0-9, `_` and `-`"
+        ))
     }
 }
 
 fn validate_identifier(field: &str, value: &str) -> Result<()> {
     let valid = !value.is_empty()
-        && value.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/'));
+        && value
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/'));
     if valid {
         Ok(())
     } else {
         Err(Error::invalid_event(
             field,
-            format!("`{field}` `{value}` may contain only letters, digits, `_`, `.`, `-`, `:` and `/`"),
+            format!(
+                "`{field}` `{value}` may contain only letters, digits, `_`, `.`, `-`, `:` and `/`"
+            ),
         ))
     }
 }
@@ -473,32 +531,56 @@ fn validate_identifier(field: &str, value: &str) -> Result<()> {
 fn validate_key(path: &str, key: &str) -> Result<()> {
     let valid = !key.is_empty()
         && key.len() <= 64
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if valid {
         Ok(())
     } else {
-        Err(Error::invalid_event(path, format!("key `{key}` must be 1 to 64 characters of letters, digits, `_` and `-`")))
+        Err(Error::invalid_event(
+            path,
+            format!("key `{key}` must be 1 to 64 characters of letters, digits, `_` and `-`"),
+        ))
     }
 }
 
 fn checked_text(field: &str, text: String, max_chars: usize) -> Result<String> {
     if text.is_empty() {
-        return Err(Error::invalid_event(field, format!("`{field}` must not be empty")));
+        return Err(Error::invalid_event(
+            field,
+            format!("`{field}` must not be empty"),
+        ));
     }
     if text.len() > max_chars * 4 || text.chars().count() > max_chars {
-        return Err(Error::invalid_event(field, format!("`{field}` is longer than {max_chars} characters")));
+        return Err(Error::invalid_event(
+            field,
+            format!("`{field}` is longer than {max_chars} characters"),
+        ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(Error::invalid_event(field, format!("`{field}` contains a control character")));
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Error::invalid_event(
+            field,
+            format!("`{field}` contains a control character"),
+        ));
     }
     Ok(text)
 }
 
-fn optional_string(fields: &mut Map<String, Value>, name: &str, max_chars: usize) -> Result<Option<String>> {
+fn optional_string(
+    fields: &mut Map<String, Value>,
+    name: &str,
+    max_chars: usize,
+) -> Result<Option<String>> {
     match fields.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => checked_text(name, text, max_chars).map(Some),
-        Some(other) => Err(Error::invalid_event(name, format!("`{name}` must be a string, got {}", json_kind(&other)))),
+        Some(other) => Err(Error::invalid_event(
+            name,
+            format!("`{name}` must be a string, got {}", json_kind(&other)),
+        )),
     }
 }
 
@@ -522,7 +604,10 @@ fn check_depth(field: &str, value: &Value, max_depth: usize) -> Result<()> {
     }
     let found = depth(value);
     if found > max_depth {
-        return Err(Error::invalid_event(field, format!("`{field}` is nested {found} levels deep; at most {max_depth} are accepted")));
+        return Err(Error::invalid_event(
+            field,
+            format!("`{field}` is nested {found} levels deep; at most {max_depth} are accepted"),
+        ));
     }
     Ok(())
 }
@@ -552,12 +637,19 @@ mod tests {
     }
 
     fn assigned() -> Assigned {
-        Assigned { id: "evt_1".into(), seq: 7, tenant: "acme".into(), received_at: NOW }
+        Assigned {
+            id: "evt_1".into(),
+            seq: 7,
+            tenant: "acme".into(),
+            received_at: NOW,
+        }
     }
 
     #[test]
     fn type_defaults_from_entity_and_action() {
-        let event = validate(json!({"action": "updated", "entity": {"type": "story", "id": "st_9"}})).unwrap();
+        let event =
+            validate(json!({"action": "updated", "entity": {"type": "story", "id": "st_9"}}))
+                .unwrap();
         assert_eq!(event.event_type, "story.updated");
         assert_eq!(event.action.as_deref(), Some("UPDATED"));
     }
@@ -565,7 +657,14 @@ mod tests {
     #[test]
     fn actor_string_is_the_actor_id() {
         let event = validate(json!({"type": "a", "actor": "u_42"})).unwrap();
-        assert_eq!(event.actor, Some(Actor { id: "u_42".into(), actor_type: None, name: None }));
+        assert_eq!(
+            event.actor,
+            Some(Actor {
+                id: "u_42".into(),
+                actor_type: None,
+                name: None
+            })
+        );
     }
 
     #[test]
@@ -577,14 +676,22 @@ mod tests {
             (json!({"type": "a", "seq": 5}), "seq"),
             (json!({"type": "a", "colour": "red"}), "colour"),
             (json!({"type": "a", "entity": {"id": "x"}}), "entity.type"),
-            (json!({"type": "a", "created_at": "yesterday"}), "created_at"),
-            (json!({"type": "a", "resources": {"bot_id": {"x": 1}}}), "resources.bot_id"),
+            (
+                json!({"type": "a", "created_at": "yesterday"}),
+                "created_at",
+            ),
+            (
+                json!({"type": "a", "resources": {"bot_id": {"x": 1}}}),
+                "resources.bot_id",
+            ),
             (json!({"type": "has space"}), "type"),
             (json!({"type": "a", "tenant": "Bad Tenant"}), "tenant"),
         ];
         for (input, expected_field) in cases {
             match validate(input.clone()) {
-                Err(Error::InvalidEvent { field, .. }) => assert_eq!(field.as_deref(), Some(expected_field), "{input}"),
+                Err(Error::InvalidEvent { field, .. }) => {
+                    assert_eq!(field.as_deref(), Some(expected_field), "{input}")
+                }
                 other => panic!("{input} gave {other:?}"),
             }
         }

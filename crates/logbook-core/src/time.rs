@@ -48,7 +48,8 @@ pub fn parse_time(input: &str, now: Millis) -> Result<Millis, String> {
     } else if let Ok(datetime) = DateTime::parse_from_rfc3339(text) {
         Some(datetime.timestamp_millis())
     } else if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        date.and_hms_opt(0, 0, 0).map(|naive| naive.and_utc().timestamp_millis())
+        date.and_hms_opt(0, 0, 0)
+            .map(|naive| naive.and_utc().timestamp_millis())
     } else {
         None
     };
@@ -93,14 +94,25 @@ mod tests {
         assert_eq!(parse_time("2w", NOW), Ok(NOW - 14 * 86_400_000));
         assert_eq!(parse_time("30s", NOW), Ok(NOW - 30_000));
         assert_eq!(parse_time("1795341600123", NOW), Ok(1_795_341_600_123));
-        assert_eq!(parse_time("2026-11-22T10:00:00.123Z", NOW), Ok(1_795_341_600_123));
+        assert_eq!(
+            parse_time("2026-11-22T10:00:00.123Z", NOW),
+            Ok(1_795_341_600_123)
+        );
         assert_eq!(parse_time("2026-11-22T11:00:00+01:00", NOW), Ok(NOW));
         assert_eq!(parse_time("2026-11-22", NOW), Ok(NOW - 10 * 3_600_000));
     }
 
     #[test]
     fn rejects_garbage_with_the_accepted_forms() {
-        for bad in ["", "yesterday", "now-", "5y", "-5m", "2026-13-01", "99999999999999999999"] {
+        for bad in [
+            "",
+            "yesterday",
+            "now-",
+            "5y",
+            "-5m",
+            "2026-13-01",
+            "99999999999999999999",
+        ] {
             let error = parse_time(bad, NOW).unwrap_err();
             assert!(error.contains("time"), "{bad}: {error}");
         }

@@ -78,7 +78,11 @@ pub struct CreatedKey {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     Admin,
-    Tenant { tenant: String, key_id: String, scopes: Vec<Scope> },
+    Tenant {
+        tenant: String,
+        key_id: String,
+        scopes: Vec<Scope>,
+    },
 }
 
 pub struct Catalog {
@@ -113,7 +117,13 @@ impl Catalog {
                  key_hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);",
         )?;
         let setting = |name: &str| -> Result<Option<String>> {
-            Ok(connection.query_row("SELECT value FROM settings WHERE name = ?1", [name], |row| row.get(0)).optional()?)
+            Ok(connection
+                .query_row(
+                    "SELECT value FROM settings WHERE name = ?1",
+                    [name],
+                    |row| row.get(0),
+                )
+                .optional()?)
         };
         match setting("format_version")? {
             None => {
@@ -132,7 +142,10 @@ impl Catalog {
             Some(secret) => secret,
             None => {
                 let secret = random_token(32);
-                connection.execute("INSERT INTO settings VALUES ('cursor_secret', ?1)", [&secret])?;
+                connection.execute(
+                    "INSERT INTO settings VALUES ('cursor_secret', ?1)",
+                    [&secret],
+                )?;
                 secret
             }
         };
@@ -141,7 +154,11 @@ impl Catalog {
         {
             let mut statement = connection.prepare("SELECT id, name, created_at FROM tenants")?;
             let rows = statement.query_map([], |row| {
-                Ok(Tenant { id: row.get(0)?, name: row.get(1)?, created_at: format_millis(row.get(2)?) })
+                Ok(Tenant {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    created_at: format_millis(row.get(2)?),
+                })
             })?;
             for tenant in rows {
                 let tenant = tenant?;
@@ -155,14 +172,17 @@ impl Catalog {
             let rows = statement.query_map([], |row| {
                 let hash: String = row.get(3)?;
                 let scopes: String = row.get(4)?;
-                Ok((hash, ApiKey {
-                    id: row.get(0)?,
-                    tenant: row.get(1)?,
-                    name: row.get(2)?,
-                    scopes: scopes.split(',').filter_map(Scope::parse).collect(),
-                    created_at: format_millis(row.get(5)?),
-                    revoked_at: None,
-                }))
+                Ok((
+                    hash,
+                    ApiKey {
+                        id: row.get(0)?,
+                        tenant: row.get(1)?,
+                        name: row.get(2)?,
+                        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+                        created_at: format_millis(row.get(5)?),
+                        revoked_at: None,
+                    },
+                ))
             })?;
             for row in rows {
                 let (hash, key) = row?;
@@ -209,11 +229,14 @@ impl Catalog {
         if self.admin_key_hash.read().as_deref() == Some(hash.as_str()) {
             return Some(Principal::Admin);
         }
-        self.active_keys.read().get(&hash).map(|key| Principal::Tenant {
-            tenant: key.tenant.clone(),
-            key_id: key.id.clone(),
-            scopes: key.scopes.clone(),
-        })
+        self.active_keys
+            .read()
+            .get(&hash)
+            .map(|key| Principal::Tenant {
+                tenant: key.tenant.clone(),
+                key_id: key.id.clone(),
+                scopes: key.scopes.clone(),
+            })
     }
 
     pub fn tenant_exists(&self, id: &str) -> bool {
@@ -228,10 +251,18 @@ impl Catalog {
             params![id, name, created_at],
         )?;
         if inserted == 0 {
-            return Err(StoreError::Conflict(format!("tenant `{id}` already exists")));
+            return Err(StoreError::Conflict(format!(
+                "tenant `{id}` already exists"
+            )));
         }
-        let tenant = Tenant { id: id.to_string(), name: name.to_string(), created_at: format_millis(created_at) };
-        self.tenant_ids.write().insert(id.to_string(), tenant.clone());
+        let tenant = Tenant {
+            id: id.to_string(),
+            name: name.to_string(),
+            created_at: format_millis(created_at),
+        };
+        self.tenant_ids
+            .write()
+            .insert(id.to_string(), tenant.clone());
         Ok(tenant)
     }
 
@@ -247,7 +278,9 @@ impl Catalog {
 
     pub fn create_key(&self, tenant: &str, name: &str, scopes: &[Scope]) -> Result<CreatedKey> {
         if !self.tenant_exists(tenant) {
-            return Err(StoreError::NotFound(format!("tenant `{tenant}` does not exist")));
+            return Err(StoreError::NotFound(format!(
+                "tenant `{tenant}` does not exist"
+            )));
         }
         let secret = format!("lbk_{}", random_token(24));
         let hash = hash_secret(&secret);
@@ -267,7 +300,10 @@ impl Catalog {
             revoked_at: None,
         };
         self.active_keys.write().insert(hash, key.clone());
-        Ok(CreatedKey { key, key_secret: secret })
+        Ok(CreatedKey {
+            key,
+            key_secret: secret,
+        })
     }
 
     pub fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
@@ -294,10 +330,16 @@ impl Catalog {
     pub fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<()> {
         let connection = self.connection.lock();
         let found: Option<String> = connection
-            .query_row("SELECT key_hash FROM api_keys WHERE id = ?1 AND tenant = ?2", params![key_id, tenant], |row| row.get(0))
+            .query_row(
+                "SELECT key_hash FROM api_keys WHERE id = ?1 AND tenant = ?2",
+                params![key_id, tenant],
+                |row| row.get(0),
+            )
             .optional()?;
         let Some(hash) = found else {
-            return Err(StoreError::NotFound(format!("key `{key_id}` does not exist in tenant `{tenant}`")));
+            return Err(StoreError::NotFound(format!(
+                "key `{key_id}` does not exist in tenant `{tenant}`"
+            )));
         };
         connection.execute(
             "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
@@ -317,16 +359,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
         let catalog = Catalog::open(&path).unwrap();
-        let generated = catalog.ensure_admin_key(None).unwrap().expect("first start generates a key");
+        let generated = catalog
+            .ensure_admin_key(None)
+            .unwrap()
+            .expect("first start generates a key");
         assert_eq!(catalog.authenticate(&generated), Some(Principal::Admin));
         catalog.create_tenant("acme", "Acme").unwrap();
-        assert!(matches!(catalog.create_tenant("acme", "Again"), Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            catalog.create_tenant("acme", "Again"),
+            Err(StoreError::Conflict(_))
+        ));
         let created = catalog.create_key("acme", "ci", &[Scope::Ingest]).unwrap();
-        assert!(matches!(catalog.authenticate(&created.key_secret), Some(Principal::Tenant { tenant, .. }) if tenant == "acme"));
+        assert!(
+            matches!(catalog.authenticate(&created.key_secret), Some(Principal::Tenant { tenant, .. }) if tenant == "acme")
+        );
         drop(catalog);
 
         let catalog = Catalog::open(&path).unwrap();
-        assert_eq!(catalog.ensure_admin_key(None).unwrap(), None, "the stored admin key is kept");
+        assert_eq!(
+            catalog.ensure_admin_key(None).unwrap(),
+            None,
+            "the stored admin key is kept"
+        );
         assert_eq!(catalog.authenticate(&generated), Some(Principal::Admin));
         assert!(catalog.authenticate(&created.key_secret).is_some());
         catalog.revoke_key("acme", &created.key.id).unwrap();

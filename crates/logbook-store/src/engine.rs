@@ -16,7 +16,10 @@ use crate::catalog::{Catalog, Principal};
 use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
-use crate::{ApiKey, AppendOutcome, AppendRequest, CreatedKey, EventStore, IdempotencyKey, Page, Position, Receipt, Scope, StoreStats, Tenant};
+use crate::{
+    ApiKey, AppendOutcome, AppendRequest, CreatedKey, EventStore, IdempotencyKey, Page, Position,
+    Receipt, Scope, StoreStats, Tenant,
+};
 use crossbeam_channel::{Receiver, Sender};
 use logbook_core::event::{new_event_id, Assigned, Event};
 use logbook_core::filter::query_string::ListQuery;
@@ -51,7 +54,12 @@ pub struct StoreOptions {
 
 impl StoreOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        StoreOptions { data_dir: data_dir.into(), segment_bytes: 64 << 20, cache_records: 256, compression_level: 1 }
+        StoreOptions {
+            data_dir: data_dir.into(),
+            segment_bytes: 64 << 20,
+            cache_records: 256,
+            compression_level: 1,
+        }
     }
 }
 
@@ -93,7 +101,11 @@ impl Decoded {
     }
 
     fn header(&self) -> &[u8] {
-        let end = self.text.iter().position(|b| *b == b'\n').unwrap_or(self.text.len());
+        let end = self
+            .text
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(self.text.len());
         &self.text[..end]
     }
 
@@ -127,7 +139,9 @@ impl Shared {
             match cached {
                 Some(file) => file,
                 None => {
-                    let file = Arc::new(File::open(&path).map_err(|e| StoreError::io(format!("failed to open {}", path.display()), e))?);
+                    let file = Arc::new(File::open(&path).map_err(|e| {
+                        StoreError::io(format!("failed to open {}", path.display()), e)
+                    })?);
                     self.files.write().insert(position.segment, file.clone());
                     file
                 }
@@ -151,8 +165,11 @@ impl Shared {
             offset: location.record.offset,
             reason,
         };
-        let bytes = decoded.event_bytes(location.line).ok_or_else(|| corrupt(format!("record has no event {}", location.line)))?;
-        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("event {} does not parse: {e}", location.line)))
+        let bytes = decoded
+            .event_bytes(location.line)
+            .ok_or_else(|| corrupt(format!("record has no event {}", location.line)))?;
+        serde_json::from_slice(bytes)
+            .map_err(|e| corrupt(format!("event {} does not parse: {e}", location.line)))
     }
 }
 
@@ -173,7 +190,8 @@ impl EmbeddedStore {
     /// Opens (or creates) a data directory: takes its lock, opens the catalog, replays the log into the index.
     pub fn open(options: StoreOptions) -> Result<EmbeddedStore> {
         let data_dir = &options.data_dir;
-        fs::create_dir_all(data_dir).map_err(|e| StoreError::io(format!("failed to create {}", data_dir.display()), e))?;
+        fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::io(format!("failed to create {}", data_dir.display()), e))?;
         let lock_path = data_dir.join("LOCK");
         let lock = File::options()
             .create(true)
@@ -182,11 +200,15 @@ impl EmbeddedStore {
             .open(&lock_path)
             .map_err(|e| StoreError::io(format!("failed to open {}", lock_path.display()), e))?;
         lock.try_lock().map_err(|_| StoreError::Io {
-            context: format!("the data directory {} is in use by another Logbook process", data_dir.display()),
+            context: format!(
+                "the data directory {} is in use by another Logbook process",
+                data_dir.display()
+            ),
             source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
         })?;
         let wal_dir = data_dir.join("wal");
-        fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io(format!("failed to create {}", wal_dir.display()), e))?;
+        fs::create_dir_all(&wal_dir)
+            .map_err(|e| StoreError::io(format!("failed to create {}", wal_dir.display()), e))?;
         let catalog = Catalog::open(&data_dir.join("catalog.sqlite"))?;
 
         let started = Instant::now();
@@ -196,13 +218,19 @@ impl EmbeddedStore {
         let mut event_keys = HashMap::new();
         let mut events = 0u64;
         let last = wal::recover(&wal_dir, |position, kind, payload| {
-            let corrupt = |reason: String| StoreError::Corruption { file: wal::segment_path(&wal_dir, position.segment), offset: position.offset, reason };
+            let corrupt = |reason: String| StoreError::Corruption {
+                file: wal::segment_path(&wal_dir, position.segment),
+                offset: position.offset,
+                reason,
+            };
             if kind != KIND_EVENTS {
                 return Err(corrupt(format!("unknown record kind {kind}")));
             }
-            let text = zstd::decode_all(payload).map_err(|e| corrupt(format!("record does not decompress: {e}")))?;
+            let text = zstd::decode_all(payload)
+                .map_err(|e| corrupt(format!("record does not decompress: {e}")))?;
             let decoded = Decoded::new(text);
-            let header: RecordHeader = serde_json::from_slice(decoded.header()).map_err(|e| corrupt(format!("bad record header: {e}")))?;
+            let header: RecordHeader = serde_json::from_slice(decoded.header())
+                .map_err(|e| corrupt(format!("bad record header: {e}")))?;
             if let Some(stored) = header.idempotency {
                 if now - stored.at < IDEMPOTENCY_WINDOW_MILLIS {
                     request_keys.insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
@@ -210,31 +238,61 @@ impl EmbeddedStore {
             }
             for line in 0..decoded.events.len() as u32 {
                 let bytes = decoded.event_bytes(line).expect("line exists");
-                let event: Event = serde_json::from_slice(bytes).map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?;
+                let event: Event = serde_json::from_slice(bytes)
+                    .map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?;
                 let index = tenants.entry(event.tenant.clone()).or_default();
                 if event.seq != index.len() as u64 + 1 {
-                    return Err(corrupt(format!("tenant {} seq {} follows seq {}", event.tenant, event.seq, index.len())));
+                    return Err(corrupt(format!(
+                        "tenant {} seq {} follows seq {}",
+                        event.tenant,
+                        event.seq,
+                        index.len()
+                    )));
                 }
                 if let Some(key) = &event.idempotency_key {
                     if now - event.received_at < IDEMPOTENCY_WINDOW_MILLIS {
-                        event_keys.insert((event.tenant.clone(), key.clone()), (receipt_of(&event), event.received_at));
+                        event_keys.insert(
+                            (event.tenant.clone(), key.clone()),
+                            (receipt_of(&event), event.received_at),
+                        );
                     }
                 }
-                index.insert(&event, Location { record: position, line });
+                index.insert(
+                    &event,
+                    Location {
+                        record: position,
+                        line,
+                    },
+                );
                 events += 1;
             }
             Ok(())
         })?;
-        tracing::info!(events, tenants = tenants.len(), elapsed_ms = started.elapsed().as_millis() as u64, "replayed the write-ahead log");
+        tracing::info!(
+            events,
+            tenants = tenants.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "replayed the write-ahead log"
+        );
 
         let wal_writer = WalWriter::open(&wal_dir, last, options.segment_bytes)?;
-        let seqs = tenants.iter().map(|(tenant, index)| (tenant.clone(), index.len() as u64)).collect();
+        let seqs = tenants
+            .iter()
+            .map(|(tenant, index)| (tenant.clone(), index.len() as u64))
+            .collect();
         let shared = Arc::new(Shared {
             wal_dir,
             catalog,
-            tenants: RwLock::new(tenants.into_iter().map(|(tenant, index)| (tenant, Arc::new(RwLock::new(index)))).collect()),
+            tenants: RwLock::new(
+                tenants
+                    .into_iter()
+                    .map(|(tenant, index)| (tenant, Arc::new(RwLock::new(index))))
+                    .collect(),
+            ),
             files: RwLock::new(HashMap::new()),
-            cache: Mutex::new(LruCache::new(NonZeroUsize::new(options.cache_records.max(1)).expect("non-zero"))),
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(options.cache_records.max(1)).expect("non-zero"),
+            )),
             events: AtomicU64::new(events),
         });
         let (sender, receiver) = crossbeam_channel::unbounded();
@@ -251,7 +309,12 @@ impl EmbeddedStore {
             .name("logbook-wal-writer".into())
             .spawn(move || state.run(receiver))
             .map_err(|e| StoreError::io("failed to start the writer thread", e))?;
-        Ok(EmbeddedStore { shared, sender: Mutex::new(Some(sender)), writer: Mutex::new(Some(writer)), _lock: lock })
+        Ok(EmbeddedStore {
+            shared,
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+            _lock: lock,
+        })
     }
 
     /// The catalog, for administration commands that run without a server.
@@ -266,7 +329,13 @@ impl EmbeddedStore {
 
     /// Every event of every tenant in log order, for verification and export tools.
     pub fn for_each_event(&self, mut visit: impl FnMut(&Event)) -> Result<()> {
-        let tenants: Vec<(String, Arc<RwLock<TenantIndex>>)> = self.shared.tenants.read().iter().map(|(t, i)| (t.clone(), i.clone())).collect();
+        let tenants: Vec<(String, Arc<RwLock<TenantIndex>>)> = self
+            .shared
+            .tenants
+            .read()
+            .iter()
+            .map(|(t, i)| (t.clone(), i.clone()))
+            .collect();
         for (_, index) in tenants {
             let index = index.read();
             for ordinal in 0..index.len() as u32 {
@@ -278,21 +347,32 @@ impl EmbeddedStore {
 }
 
 fn receipt_of(event: &Event) -> Receipt {
-    Receipt { id: event.id.clone(), seq: event.seq, hash: event.hash.clone() }
+    Receipt {
+        id: event.id.clone(),
+        seq: event.seq,
+        hash: event.hash.clone(),
+    }
 }
 
 /// Bounds on `created_at` implied by top-level conditions of the filter, inclusive.
 fn created_at_bounds(filter: &Filter) -> (i64, i64) {
     match filter {
-        Filter::And(parts) => parts.iter().map(created_at_bounds).fold((MIN_MILLIS, MAX_MILLIS), |(low, high), (l, h)| (low.max(l), high.min(h))),
-        Filter::Condition(condition) if condition.field == Field::CreatedAt => match &condition.predicate {
-            Predicate::Eq(Operand::Number(n)) => (*n, *n),
-            Predicate::Gt(Operand::Number(n)) => (n.saturating_add(1), MAX_MILLIS),
-            Predicate::Gte(Operand::Number(n)) => (*n, MAX_MILLIS),
-            Predicate::Lt(Operand::Number(n)) => (MIN_MILLIS, n.saturating_sub(1)),
-            Predicate::Lte(Operand::Number(n)) => (MIN_MILLIS, *n),
-            _ => (MIN_MILLIS, MAX_MILLIS),
-        },
+        Filter::And(parts) => parts
+            .iter()
+            .map(created_at_bounds)
+            .fold((MIN_MILLIS, MAX_MILLIS), |(low, high), (l, h)| {
+                (low.max(l), high.min(h))
+            }),
+        Filter::Condition(condition) if condition.field == Field::CreatedAt => {
+            match &condition.predicate {
+                Predicate::Eq(Operand::Number(n)) => (*n, *n),
+                Predicate::Gt(Operand::Number(n)) => (n.saturating_add(1), MAX_MILLIS),
+                Predicate::Gte(Operand::Number(n)) => (*n, MAX_MILLIS),
+                Predicate::Lt(Operand::Number(n)) => (MIN_MILLIS, n.saturating_sub(1)),
+                Predicate::Lte(Operand::Number(n)) => (MIN_MILLIS, *n),
+                _ => (MIN_MILLIS, MAX_MILLIS),
+            }
+        }
         _ => (MIN_MILLIS, MAX_MILLIS),
     }
 }
@@ -312,13 +392,17 @@ impl EventStore for EmbeddedStore {
         {
             let sender = self.sender.lock();
             let sender = sender.as_ref().ok_or(StoreError::ShuttingDown)?;
-            sender.send(WriteRequest { request, reply }).map_err(|_| StoreError::ShuttingDown)?;
+            sender
+                .send(WriteRequest { request, reply })
+                .map_err(|_| StoreError::ShuttingDown)?;
         }
         outcome.recv().map_err(|_| StoreError::ShuttingDown)?
     }
 
     fn get(&self, tenant: &str, id: &str) -> Result<Option<Event>> {
-        let Some(index) = self.shared.tenant(tenant) else { return Ok(None) };
+        let Some(index) = self.shared.tenant(tenant) else {
+            return Ok(None);
+        };
         let index = index.read();
         match index.ordinal_of_id(id) {
             Some(ordinal) => Ok(Some(self.shared.load(index.entry(ordinal).location)?)),
@@ -327,7 +411,12 @@ impl EventStore for EmbeddedStore {
     }
 
     fn list(&self, tenant: &str, query: &ListQuery, after: Option<Position>) -> Result<Page> {
-        let Some(index) = self.shared.tenant(tenant) else { return Ok(Page { items: Vec::new(), next: None }) };
+        let Some(index) = self.shared.tenant(tenant) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
         let index = index.read();
         let candidates = index.plan(&query.filter);
         let (mut low, mut high) = created_at_bounds(&query.filter);
@@ -337,12 +426,22 @@ impl EventStore for EmbeddedStore {
         if let Some(until) = query.until {
             high = high.min(until.saturating_sub(1));
         }
-        let after = after.map(|position| (position.created_at, position.seq.saturating_sub(1).min(u32::MAX as u64) as u32));
+        let after = after.map(|position| {
+            (
+                position.created_at,
+                position.seq.saturating_sub(1).min(u32::MAX as u64) as u32,
+            )
+        });
         let wanted = query.limit + 1;
         let mut items = Vec::with_capacity(wanted.min(1024));
         let mut failure = None;
-        index.scan(candidates.bitmap.as_ref(), low, high, after, query.order, |ordinal| {
-            match self.shared.load(index.entry(ordinal).location) {
+        index.scan(
+            candidates.bitmap.as_ref(),
+            low,
+            high,
+            after,
+            query.order,
+            |ordinal| match self.shared.load(index.entry(ordinal).location) {
                 Ok(event) => {
                     if candidates.exact || query.filter.matches(&event) {
                         items.push(event);
@@ -353,14 +452,21 @@ impl EventStore for EmbeddedStore {
                     failure = Some(error);
                     false
                 }
-            }
-        });
+            },
+        );
         if let Some(error) = failure {
             return Err(error);
         }
         let has_more = items.len() > query.limit;
         items.truncate(query.limit);
-        let next = if has_more { items.last().map(|event| Position { created_at: event.created_at, seq: event.seq }) } else { None };
+        let next = if has_more {
+            items.last().map(|event| Position {
+                created_at: event.created_at,
+                seq: event.seq,
+            })
+        } else {
+            None
+        };
         Ok(Page { items, next })
     }
 
@@ -368,7 +474,9 @@ impl EventStore for EmbeddedStore {
         let wal_bytes = wal::list_segments(&self.shared.wal_dir)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|segment| fs::metadata(wal::segment_path(&self.shared.wal_dir, segment)).ok())
+            .filter_map(|segment| {
+                fs::metadata(wal::segment_path(&self.shared.wal_dir, segment)).ok()
+            })
             .map(|metadata| metadata.len())
             .sum();
         StoreStats {
@@ -440,9 +548,17 @@ struct WriterState {
 /// What the writer decided for one request of a group; plans and replies share their index.
 enum Plan {
     Done(Result<AppendOutcome>),
-    Write { record: usize, events: Vec<Event>, receipts: Vec<Receipt>, idempotency: Option<StoredIdempotency> },
+    Write {
+        record: usize,
+        events: Vec<Event>,
+        receipts: Vec<Receipt>,
+        idempotency: Option<StoredIdempotency>,
+    },
     /// Same request-level key as the earlier request `leader` of the group: answer with its receipts.
-    Follow { leader: usize, fingerprint: String },
+    Follow {
+        leader: usize,
+        fingerprint: String,
+    },
 }
 
 fn idempotency_conflict(key: &str) -> StoreError {
@@ -454,7 +570,10 @@ fn idempotency_conflict(key: &str) -> StoreError {
 /// The answer to a request whose key was committed earlier.
 fn replay(stored: &StoredIdempotency, fingerprint: &str) -> Result<AppendOutcome> {
     if stored.key.fingerprint == fingerprint {
-        Ok(AppendOutcome { receipts: stored.receipts.clone(), replayed: true })
+        Ok(AppendOutcome {
+            receipts: stored.receipts.clone(),
+            replayed: true,
+        })
     } else {
         Err(idempotency_conflict(&stored.key.key))
     }
@@ -482,8 +601,10 @@ impl WriterState {
             return;
         }
         self.last_prune = now;
-        self.request_keys.retain(|_, stored| now - stored.at < IDEMPOTENCY_WINDOW_MILLIS);
-        self.event_keys.retain(|_, (_, at)| now - *at < IDEMPOTENCY_WINDOW_MILLIS);
+        self.request_keys
+            .retain(|_, stored| now - stored.at < IDEMPOTENCY_WINDOW_MILLIS);
+        self.event_keys
+            .retain(|_, (_, at)| now - *at < IDEMPOTENCY_WINDOW_MILLIS);
     }
 
     /// Decides every request of the group, appends their records, syncs once, publishes, acknowledges.
@@ -500,13 +621,30 @@ impl WriterState {
 
         for WriteRequest { request, reply } in group {
             replies.push(reply);
-            let plan = self.plan_request(request, received_at, &mut staged_seqs, &mut staged_request_keys, &mut staged_event_keys, plans.len());
+            let plan = self.plan_request(
+                request,
+                received_at,
+                &mut staged_seqs,
+                &mut staged_request_keys,
+                &mut staged_event_keys,
+                plans.len(),
+            );
             let plan = match plan {
-                Plan::Write { events, receipts, idempotency, .. } => match self.encode(&events, &idempotency) {
+                Plan::Write {
+                    events,
+                    receipts,
+                    idempotency,
+                    ..
+                } => match self.encode(&events, &idempotency) {
                     Ok((compressed, text)) => {
                         records.push((KIND_EVENTS, compressed));
                         texts.push(text);
-                        Plan::Write { record: records.len() - 1, events, receipts, idempotency }
+                        Plan::Write {
+                            record: records.len() - 1,
+                            events,
+                            receipts,
+                            idempotency,
+                        }
                     }
                     Err(error) => Plan::Done(Err(error)),
                 },
@@ -519,8 +657,12 @@ impl WriterState {
             Ok(Vec::new())
         } else {
             let started = Instant::now();
-            let appended = self.wal.append(&records).and_then(|positions| self.wal.sync().map(|()| positions));
-            metrics::histogram!("logbook_wal_append_sync_seconds").record(started.elapsed().as_secs_f64());
+            let appended = self
+                .wal
+                .append(&records)
+                .and_then(|positions| self.wal.sync().map(|()| positions));
+            metrics::histogram!("logbook_wal_append_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
             appended
         };
         let positions = match appended {
@@ -542,42 +684,90 @@ impl WriterState {
         let mut texts: Vec<Option<Vec<u8>>> = texts.into_iter().map(Some).collect();
         let mut stored_events = 0u64;
         for plan in &plans {
-            let Plan::Write { record, events, idempotency, .. } = plan else { continue };
+            let Plan::Write {
+                record,
+                events,
+                idempotency,
+                ..
+            } = plan
+            else {
+                continue;
+            };
             let position = positions[*record];
             if let Some(text) = texts[*record].take() {
-                self.shared.cache.lock().put(position, Arc::new(Decoded::new(text)));
+                self.shared
+                    .cache
+                    .lock()
+                    .put(position, Arc::new(Decoded::new(text)));
             }
             for (line, event) in events.iter().enumerate() {
                 let existing = self.shared.tenant(&event.tenant);
                 let index = match existing {
                     Some(index) => index,
-                    None => self.shared.tenants.write().entry(event.tenant.clone()).or_default().clone(),
+                    None => self
+                        .shared
+                        .tenants
+                        .write()
+                        .entry(event.tenant.clone())
+                        .or_default()
+                        .clone(),
                 };
-                index.write().insert(event, Location { record: position, line: line as u32 });
+                index.write().insert(
+                    event,
+                    Location {
+                        record: position,
+                        line: line as u32,
+                    },
+                );
                 self.seqs.insert(event.tenant.clone(), event.seq);
                 if let Some(key) = &event.idempotency_key {
-                    self.event_keys.insert((event.tenant.clone(), key.clone()), (receipt_of(event), event.received_at));
+                    self.event_keys.insert(
+                        (event.tenant.clone(), key.clone()),
+                        (receipt_of(event), event.received_at),
+                    );
                 }
                 stored_events += 1;
             }
             if let Some(stored) = idempotency {
-                self.request_keys.insert((stored.key.scope.clone(), stored.key.key.clone()), stored.clone());
+                self.request_keys.insert(
+                    (stored.key.scope.clone(), stored.key.key.clone()),
+                    stored.clone(),
+                );
             }
         }
-        self.shared.events.fetch_add(stored_events, AtomicOrdering::Relaxed);
+        self.shared
+            .events
+            .fetch_add(stored_events, AtomicOrdering::Relaxed);
         metrics::counter!("logbook_events_stored_total").increment(stored_events);
 
         let mut results: Vec<Option<Result<AppendOutcome>>> = Vec::with_capacity(plans.len());
         for plan in &plans {
             let result = match plan {
                 Plan::Done(_) => None,
-                Plan::Write { receipts, .. } => Some(Ok(AppendOutcome { receipts: receipts.clone(), replayed: false })),
-                Plan::Follow { leader, fingerprint } => Some(match &plans[*leader] {
-                    Plan::Write { receipts, idempotency: Some(stored), .. } if &stored.key.fingerprint == fingerprint => {
-                        Ok(AppendOutcome { receipts: receipts.clone(), replayed: true })
-                    }
-                    Plan::Write { idempotency: Some(stored), .. } => Err(idempotency_conflict(&stored.key.key)),
-                    _ => Err(StoreError::Conflict("a concurrent request with the same Idempotency-Key failed; retry it".into())),
+                Plan::Write { receipts, .. } => Some(Ok(AppendOutcome {
+                    receipts: receipts.clone(),
+                    replayed: false,
+                })),
+                Plan::Follow {
+                    leader,
+                    fingerprint,
+                } => Some(match &plans[*leader] {
+                    Plan::Write {
+                        receipts,
+                        idempotency: Some(stored),
+                        ..
+                    } if &stored.key.fingerprint == fingerprint => Ok(AppendOutcome {
+                        receipts: receipts.clone(),
+                        replayed: true,
+                    }),
+                    Plan::Write {
+                        idempotency: Some(stored),
+                        ..
+                    } => Err(idempotency_conflict(&stored.key.key)),
+                    _ => Err(StoreError::Conflict(
+                        "a concurrent request with the same Idempotency-Key failed; retry it"
+                            .into(),
+                    )),
                 }),
             };
             results.push(result);
@@ -607,20 +797,36 @@ impl WriterState {
         }
         if let Some(key) = &request.idempotency {
             let map_key = (key.scope.clone(), key.key.clone());
-            if let Some(stored) = self.request_keys.get(&map_key).filter(|stored| received_at - stored.at < IDEMPOTENCY_WINDOW_MILLIS) {
+            if let Some(stored) = self
+                .request_keys
+                .get(&map_key)
+                .filter(|stored| received_at - stored.at < IDEMPOTENCY_WINDOW_MILLIS)
+            {
                 return Plan::Done(replay(stored, &key.fingerprint));
             }
             if let Some(&leader) = staged_request_keys.get(&map_key) {
-                return Plan::Follow { leader, fingerprint: key.fingerprint.clone() };
+                return Plan::Follow {
+                    leader,
+                    fingerprint: key.fingerprint.clone(),
+                };
             }
         }
-        if let Some((tenant, _)) = request.events.iter().find(|(tenant, _)| !self.shared.catalog.tenant_exists(tenant)) {
-            return Plan::Done(Err(StoreError::NotFound(format!("tenant `{tenant}` does not exist"))));
+        if let Some((tenant, _)) = request
+            .events
+            .iter()
+            .find(|(tenant, _)| !self.shared.catalog.tenant_exists(tenant))
+        {
+            return Plan::Done(Err(StoreError::NotFound(format!(
+                "tenant `{tenant}` does not exist"
+            ))));
         }
         let mut events = Vec::with_capacity(request.events.len());
         let mut receipts = Vec::with_capacity(request.events.len());
         for (tenant, new_event) in request.events {
-            let event_key = new_event.idempotency_key.as_ref().map(|key| (tenant.clone(), key.clone()));
+            let event_key = new_event
+                .idempotency_key
+                .as_ref()
+                .map(|key| (tenant.clone(), key.clone()));
             if let Some(event_key) = &event_key {
                 let earlier = self
                     .event_keys
@@ -633,10 +839,17 @@ impl WriterState {
                     continue;
                 }
             }
-            let seq = staged_seqs.entry(tenant.clone()).or_insert_with(|| self.seqs.get(&tenant).copied().unwrap_or(0));
+            let seq = staged_seqs
+                .entry(tenant.clone())
+                .or_insert_with(|| self.seqs.get(&tenant).copied().unwrap_or(0));
             *seq += 1;
             let created_at = new_event.created_at.unwrap_or(received_at);
-            let event = new_event.into_event(Assigned { id: new_event_id(created_at), seq: *seq, tenant, received_at });
+            let event = new_event.into_event(Assigned {
+                id: new_event_id(created_at),
+                seq: *seq,
+                tenant,
+                received_at,
+            });
             let receipt = receipt_of(&event);
             if let Some(event_key) = event_key {
                 staged_event_keys.insert(event_key, receipt.clone());
@@ -644,19 +857,41 @@ impl WriterState {
             receipts.push(receipt);
             events.push(event);
         }
-        let idempotency = request.idempotency.map(|key| StoredIdempotency { key, receipts: receipts.clone(), at: received_at });
+        let idempotency = request.idempotency.map(|key| StoredIdempotency {
+            key,
+            receipts: receipts.clone(),
+            at: received_at,
+        });
         if events.is_empty() && idempotency.is_none() {
-            return Plan::Done(Ok(AppendOutcome { receipts, replayed: false }));
+            return Plan::Done(Ok(AppendOutcome {
+                receipts,
+                replayed: false,
+            }));
         }
         if let Some(stored) = &idempotency {
-            staged_request_keys.insert((stored.key.scope.clone(), stored.key.key.clone()), plan_index);
+            staged_request_keys.insert(
+                (stored.key.scope.clone(), stored.key.key.clone()),
+                plan_index,
+            );
         }
-        Plan::Write { record: usize::MAX, events, receipts, idempotency }
+        Plan::Write {
+            record: usize::MAX,
+            events,
+            receipts,
+            idempotency,
+        }
     }
 
     /// The record payload (compressed) and its decompressed text.
-    fn encode(&self, events: &[Event], idempotency: &Option<StoredIdempotency>) -> Result<(Vec<u8>, Vec<u8>)> {
-        let header = RecordHeader { v: 1, idempotency: idempotency.clone() };
+    fn encode(
+        &self,
+        events: &[Event],
+        idempotency: &Option<StoredIdempotency>,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let header = RecordHeader {
+            v: 1,
+            idempotency: idempotency.clone(),
+        };
         let mut text = Vec::with_capacity(64 + events.len() * 768);
         serde_json::to_writer(&mut text, &header).expect("a header serializes");
         text.push(b'\n');
@@ -664,7 +899,8 @@ impl WriterState {
             serde_json::to_writer(&mut text, event).expect("an event serializes");
             text.push(b'\n');
         }
-        let compressed = zstd::bulk::compress(&text, self.compression_level).map_err(|e| StoreError::io("failed to compress a record", e))?;
+        let compressed = zstd::bulk::compress(&text, self.compression_level)
+            .map_err(|e| StoreError::io("failed to compress a record", e))?;
         Ok((compressed, text))
     }
 }

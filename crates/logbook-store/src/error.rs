@@ -14,9 +14,15 @@ pub enum StoreError {
     },
     /// A file on disk is not what this version of Logbook wrote; the file and byte offset say where.
     #[error("corrupt data in {file} at byte {offset}: {reason}")]
-    Corruption { file: PathBuf, offset: u64, reason: String },
+    Corruption {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     /// An earlier fsync failed; nothing more is written until the store is reopened.
-    #[error("the write-ahead log is unavailable after a failed fsync ({0}); restart Logbook to recover")]
+    #[error(
+        "the write-ahead log is unavailable after a failed fsync ({0}); restart Logbook to recover"
+    )]
     Poisoned(String),
     /// The disk is full; nothing of the request was acknowledged.
     #[error("no space left on the device holding the data directory")]
@@ -40,7 +46,10 @@ impl StoreError {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             return StoreError::NoSpace;
         }
-        StoreError::Io { context: context.into(), source }
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -93,10 +93,16 @@ pub struct Candidates {
 
 impl Candidates {
     fn exact(bitmap: RoaringBitmap) -> Self {
-        Candidates { bitmap: Some(bitmap), exact: true }
+        Candidates {
+            bitmap: Some(bitmap),
+            exact: true,
+        }
     }
     fn unknown() -> Self {
-        Candidates { bitmap: None, exact: false }
+        Candidates {
+            bitmap: None,
+            exact: false,
+        }
     }
 }
 
@@ -112,9 +118,10 @@ pub struct TenantIndex {
     json_fields: usize,
 }
 
-
 fn words_of(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase)
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
 }
 
 impl TenantIndex {
@@ -136,10 +143,19 @@ impl TenantIndex {
 
     /// Adds the next event of the tenant; `event.seq` must be `len() + 1`.
     pub fn insert(&mut self, event: &Event, location: Location) {
-        debug_assert_eq!(event.seq as usize, self.entries.len() + 1, "seq is dense per tenant");
+        debug_assert_eq!(
+            event.seq as usize,
+            self.entries.len() + 1,
+            "seq is dense per tenant"
+        );
         let ordinal = self.entries.len() as u32;
         let id = event_id_value(&event.id).unwrap_or_default();
-        self.entries.push(Entry { created_at: event.created_at, received_at: event.received_at, id, location });
+        self.entries.push(Entry {
+            created_at: event.created_at,
+            received_at: event.received_at,
+            id,
+            location,
+        });
         self.by_time.insert((event.created_at, ordinal));
         self.ids.insert(id, ordinal);
 
@@ -147,11 +163,26 @@ impl TenantIndex {
             (Field::Type, Some(event.event_type.as_str())),
             (Field::Action, event.action.as_deref()),
             (Field::ActorId, event.actor.as_ref().map(|a| a.id.as_str())),
-            (Field::ActorType, event.actor.as_ref().and_then(|a| a.actor_type.as_deref())),
-            (Field::ActorName, event.actor.as_ref().and_then(|a| a.name.as_deref())),
-            (Field::EntityType, event.entity.as_ref().map(|e| e.entity_type.as_str())),
-            (Field::EntityId, event.entity.as_ref().and_then(|e| e.id.as_deref())),
-            (Field::EntityName, event.entity.as_ref().and_then(|e| e.name.as_deref())),
+            (
+                Field::ActorType,
+                event.actor.as_ref().and_then(|a| a.actor_type.as_deref()),
+            ),
+            (
+                Field::ActorName,
+                event.actor.as_ref().and_then(|a| a.name.as_deref()),
+            ),
+            (
+                Field::EntityType,
+                event.entity.as_ref().map(|e| e.entity_type.as_str()),
+            ),
+            (
+                Field::EntityId,
+                event.entity.as_ref().and_then(|e| e.id.as_deref()),
+            ),
+            (
+                Field::EntityName,
+                event.entity.as_ref().and_then(|e| e.name.as_deref()),
+            ),
             (Field::Outcome, Some(event.outcome.as_str())),
         ];
         for (field, value) in text_fields {
@@ -160,17 +191,30 @@ impl TenantIndex {
             }
         }
         for (key, value) in &event.resources {
-            self.add_term(Field::Resource(key.clone()), Term::Text(value.clone()), ordinal);
+            self.add_term(
+                Field::Resource(key.clone()),
+                Term::Text(value.clone()),
+                ordinal,
+            );
         }
         if let Some(description) = &event.description {
-            self.present.entry(Field::Description).or_default().insert(ordinal);
+            self.present
+                .entry(Field::Description)
+                .or_default()
+                .insert(ordinal);
             for word in words_of(description) {
                 self.words.entry(word).or_default().insert(ordinal);
             }
         }
         let mut budget = MAX_LEAVES_PER_EVENT;
         for (key, value) in &event.context {
-            self.add_json(Field::Context(key.clone()), value, ordinal, &mut budget, None);
+            self.add_json(
+                Field::Context(key.clone()),
+                value,
+                ordinal,
+                &mut budget,
+                None,
+            );
         }
         if let Some(Value::Object(members)) = &event.metadata {
             for (key, value) in members {
@@ -180,14 +224,22 @@ impl TenantIndex {
     }
 
     fn add_term(&mut self, field: Field, term: Term, ordinal: u32) {
-        self.present.entry(field.clone()).or_default().insert(ordinal);
+        self.present
+            .entry(field.clone())
+            .or_default()
+            .insert(ordinal);
         if let Term::Text(text) = &term {
             if text.len() > MAX_TERM_BYTES {
                 self.unindexed.insert(field);
                 return;
             }
         }
-        self.terms.entry(field).or_default().entry(term).or_default().insert(ordinal);
+        self.terms
+            .entry(field)
+            .or_default()
+            .entry(term)
+            .or_default()
+            .insert(ordinal);
     }
 
     fn json_field_allowed(&mut self, field: &Field) -> bool {
@@ -213,15 +265,27 @@ impl TenantIndex {
 
     /// Indexes one JSON value under `field`. With `metadata_path`, object members continue as sub-paths;
     /// without (context), objects are only present.
-    fn add_json(&mut self, field: Field, value: &Value, ordinal: u32, budget: &mut usize, metadata_path: Option<&str>) {
+    fn add_json(
+        &mut self,
+        field: Field,
+        value: &Value,
+        ordinal: u32,
+        budget: &mut usize,
+        metadata_path: Option<&str>,
+    ) {
         if !self.json_field_allowed(&field) {
             return;
         }
-        self.present.entry(field.clone()).or_default().insert(ordinal);
+        self.present
+            .entry(field.clone())
+            .or_default()
+            .insert(ordinal);
         let term = match value {
             Value::Null => Term::Null,
             Value::Bool(flag) => Term::Bool(*flag),
-            Value::Number(number) => Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0))),
+            Value::Number(number) => {
+                Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0)))
+            }
             Value::String(text) => Term::Text(text.clone()),
             Value::Array(items) => {
                 for item in items {
@@ -234,7 +298,8 @@ impl TenantIndex {
                     for (key, child) in members {
                         if key.contains('.') || key.is_empty() {
                             // `a.b` as one key cannot be told apart from a nested path: leave it to evaluation.
-                            self.unindexed.insert(Field::Metadata(format!("{path}.{key}")));
+                            self.unindexed
+                                .insert(Field::Metadata(format!("{path}.{key}")));
                             continue;
                         }
                         self.add_metadata(format!("{path}.{key}"), child, ordinal, budget);
@@ -253,14 +318,22 @@ impl TenantIndex {
 
     /// An array element: scalars are values of the same field, nested arrays are flattened, objects continue
     /// the metadata path.
-    fn add_json_element(&mut self, field: &Field, item: &Value, ordinal: u32, budget: &mut usize, metadata_path: Option<&str>) {
+    fn add_json_element(
+        &mut self,
+        field: &Field,
+        item: &Value,
+        ordinal: u32,
+        budget: &mut usize,
+        metadata_path: Option<&str>,
+    ) {
         match item {
             Value::Array(_) => self.add_json(field.clone(), item, ordinal, budget, metadata_path),
             Value::Object(members) => {
                 if let Some(path) = metadata_path {
                     for (key, child) in members {
                         if key.contains('.') || key.is_empty() {
-                            self.unindexed.insert(Field::Metadata(format!("{path}.{key}")));
+                            self.unindexed
+                                .insert(Field::Metadata(format!("{path}.{key}")));
                             continue;
                         }
                         self.add_metadata(format!("{path}.{key}"), child, ordinal, budget);
@@ -271,7 +344,9 @@ impl TenantIndex {
                 let term = match scalar {
                     Value::Null => Term::Null,
                     Value::Bool(flag) => Term::Bool(*flag),
-                    Value::Number(number) => Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0))),
+                    Value::Number(number) => {
+                        Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0)))
+                    }
                     Value::String(text) => Term::Text(text.clone()),
                     _ => unreachable!("arrays and objects are handled above"),
                 };
@@ -294,7 +369,10 @@ impl TenantIndex {
     /// Plans `filter` into candidates.
     pub fn plan(&self, filter: &Filter) -> Candidates {
         match filter {
-            Filter::All => Candidates { bitmap: None, exact: true },
+            Filter::All => Candidates {
+                bitmap: None,
+                exact: true,
+            },
             Filter::And(parts) => {
                 let mut bitmap: Option<RoaringBitmap> = None;
                 let mut exact = true;
@@ -322,7 +400,10 @@ impl TenantIndex {
                         None => everything = true,
                     }
                 }
-                Candidates { bitmap: if everything { None } else { Some(union) }, exact }
+                Candidates {
+                    bitmap: if everything { None } else { Some(union) },
+                    exact,
+                }
             }
             Filter::Not(inner) => {
                 let planned = self.plan(inner);
@@ -335,7 +416,9 @@ impl TenantIndex {
                 }
             }
             Filter::Text(phrase) => self.plan_words(phrase),
-            Filter::Condition(condition) => self.plan_condition(&condition.field, &condition.predicate),
+            Filter::Condition(condition) => {
+                self.plan_condition(&condition.field, &condition.predicate)
+            }
         }
     }
 
@@ -355,7 +438,10 @@ impl TenantIndex {
                 None => union,
             });
         }
-        Candidates { bitmap: result, exact: false }
+        Candidates {
+            bitmap: result,
+            exact: false,
+        }
     }
 
     fn plan_condition(&self, field: &Field, predicate: &Predicate) -> Candidates {
@@ -368,15 +454,24 @@ impl TenantIndex {
                     Operand::Number(_) => None,
                 };
                 return match predicate {
-                    Predicate::Eq(operand) => Candidates::exact(lookup(operand).into_iter().collect()),
-                    Predicate::In(operands) => Candidates::exact(operands.iter().filter_map(lookup).collect()),
-                    Predicate::Exists => Candidates { bitmap: None, exact: true },
+                    Predicate::Eq(operand) => {
+                        Candidates::exact(lookup(operand).into_iter().collect())
+                    }
+                    Predicate::In(operands) => {
+                        Candidates::exact(operands.iter().filter_map(lookup).collect())
+                    }
+                    Predicate::Exists => Candidates {
+                        bitmap: None,
+                        exact: true,
+                    },
                     _ => Candidates::unknown(),
                 };
             }
             Field::Description => {
                 return match predicate {
-                    Predicate::Exists => Candidates::exact(self.present.get(field).cloned().unwrap_or_default()),
+                    Predicate::Exists => {
+                        Candidates::exact(self.present.get(field).cloned().unwrap_or_default())
+                    }
                     Predicate::Contains(needle) => self.plan_words(needle),
                     _ => Candidates::unknown(),
                 }
@@ -403,9 +498,19 @@ impl TenantIndex {
             }
         };
         match predicate {
-            Predicate::Eq(operand) | Predicate::Gt(operand) | Predicate::Gte(operand) | Predicate::Lt(operand) | Predicate::Lte(operand) => {
-                let Operand::Text(text) = operand else { return Candidates::exact(RoaringBitmap::new()) };
-                let number = if json { text.trim().parse::<f64>().ok().filter(|n| n.is_finite()) } else { None };
+            Predicate::Eq(operand)
+            | Predicate::Gt(operand)
+            | Predicate::Gte(operand)
+            | Predicate::Lt(operand)
+            | Predicate::Lte(operand) => {
+                let Operand::Text(text) = operand else {
+                    return Candidates::exact(RoaringBitmap::new());
+                };
+                let number = if json {
+                    text.trim().parse::<f64>().ok().filter(|n| n.is_finite())
+                } else {
+                    None
+                };
                 match predicate {
                     Predicate::Eq(_) => {
                         for term in equal_terms(text, json) {
@@ -414,18 +519,39 @@ impl TenantIndex {
                     }
                     Predicate::Gt(_) | Predicate::Gte(_) => {
                         let inclusive = matches!(predicate, Predicate::Gte(_));
-                        let bound = |term| if inclusive { Bound::Included(term) } else { Bound::Excluded(term) };
+                        let bound = |term| {
+                            if inclusive {
+                                Bound::Included(term)
+                            } else {
+                                Bound::Excluded(term)
+                            }
+                        };
                         union_range(bound(Term::Text(text.clone())), Bound::Unbounded);
                         if let Some(number) = number {
-                            union_range(bound(Term::Number(OrderedNumber::new(number))), Bound::Included(Term::Number(OrderedNumber(f64::INFINITY))));
+                            union_range(
+                                bound(Term::Number(OrderedNumber::new(number))),
+                                Bound::Included(Term::Number(OrderedNumber(f64::INFINITY))),
+                            );
                         }
                     }
                     _ => {
                         let inclusive = matches!(predicate, Predicate::Lte(_));
-                        let bound = |term| if inclusive { Bound::Included(term) } else { Bound::Excluded(term) };
-                        union_range(Bound::Included(Term::Text(String::new())), bound(Term::Text(text.clone())));
+                        let bound = |term| {
+                            if inclusive {
+                                Bound::Included(term)
+                            } else {
+                                Bound::Excluded(term)
+                            }
+                        };
+                        union_range(
+                            Bound::Included(Term::Text(String::new())),
+                            bound(Term::Text(text.clone())),
+                        );
                         if let Some(number) = number {
-                            union_range(Bound::Included(Term::Number(OrderedNumber(f64::NEG_INFINITY))), bound(Term::Number(OrderedNumber::new(number))));
+                            union_range(
+                                Bound::Included(Term::Number(OrderedNumber(f64::NEG_INFINITY))),
+                                bound(Term::Number(OrderedNumber::new(number))),
+                            );
                         }
                     }
                 }
@@ -482,7 +608,10 @@ impl TenantIndex {
                 let seq = number(operand);
                 range(seq, seq.saturating_add(1))
             }
-            Predicate::In(operands) => operands.iter().map(|o| range(number(o), number(o).saturating_add(1))).fold(RoaringBitmap::new(), |a, b| a | b),
+            Predicate::In(operands) => operands
+                .iter()
+                .map(|o| range(number(o), number(o).saturating_add(1)))
+                .fold(RoaringBitmap::new(), |a, b| a | b),
             Predicate::Gt(operand) => range(number(operand).saturating_add(1), i64::MAX),
             Predicate::Gte(operand) => range(number(operand), i64::MAX),
             Predicate::Lt(operand) => range(i64::MIN, number(operand)),
@@ -593,7 +722,9 @@ fn bound_value<T: Copy>(bound: &Bound<T>) -> T {
 fn range_is_empty<T: Ord>(lower: &Bound<T>, upper: &Bound<T>) -> bool {
     match (lower, upper) {
         (Bound::Included(l), Bound::Included(u)) => l > u,
-        (Bound::Included(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Included(u)) => l >= u,
+        (Bound::Included(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Included(u)) => {
+            l >= u
+        }
         (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
         _ => false,
     }

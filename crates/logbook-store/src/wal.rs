@@ -65,7 +65,11 @@ fn frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
 
 impl WalWriter {
     /// Opens the writer after recovery; `last` is the last segment and its valid length.
-    pub fn open(directory: &Path, last: Option<(u32, u64)>, segment_limit: u64) -> Result<WalWriter> {
+    pub fn open(
+        directory: &Path,
+        last: Option<(u32, u64)>,
+        segment_limit: u64,
+    ) -> Result<WalWriter> {
         match last {
             Some((segment, length)) => {
                 let path = segment_path(directory, segment);
@@ -84,7 +88,14 @@ impl WalWriter {
             }
             None => {
                 let (file, length) = create_segment(directory, 1)?;
-                Ok(WalWriter { directory: directory.to_path_buf(), file, segment: 1, length, segment_limit, poisoned: None })
+                Ok(WalWriter {
+                    directory: directory.to_path_buf(),
+                    file,
+                    segment: 1,
+                    length,
+                    segment_limit,
+                    poisoned: None,
+                })
             }
         }
     }
@@ -103,14 +114,28 @@ impl WalWriter {
         if self.length >= self.segment_limit {
             self.roll()?;
         }
-        let mut buffer = Vec::with_capacity(payloads.iter().map(|(_, p)| p.len() + RECORD_HEADER_BYTES).sum());
+        let mut buffer = Vec::with_capacity(
+            payloads
+                .iter()
+                .map(|(_, p)| p.len() + RECORD_HEADER_BYTES)
+                .sum(),
+        );
         let mut positions = Vec::with_capacity(payloads.len());
         for (kind, payload) in payloads {
-            positions.push(RecordPosition { segment: self.segment, offset: self.length + buffer.len() as u64 });
+            positions.push(RecordPosition {
+                segment: self.segment,
+                offset: self.length + buffer.len() as u64,
+            });
             frame(*kind, payload, &mut buffer);
         }
         if let Err(error) = self.file.write_all_at(&buffer, self.length) {
-            let error = StoreError::io(format!("failed to write {}", segment_path(&self.directory, self.segment).display()), error);
+            let error = StoreError::io(
+                format!(
+                    "failed to write {}",
+                    segment_path(&self.directory, self.segment).display()
+                ),
+                error,
+            );
             // Undo the partial write so that a later reopen does not see garbage; nothing was acknowledged.
             let _ = self.file.set_len(self.length);
             if !matches!(error, StoreError::NoSpace) {
@@ -126,7 +151,10 @@ impl WalWriter {
     pub fn sync(&mut self) -> Result<()> {
         self.check_poisoned()?;
         if let Err(error) = self.file.sync_data() {
-            let reason = format!("fdatasync of {} failed: {error}", segment_path(&self.directory, self.segment).display());
+            let reason = format!(
+                "fdatasync of {} failed: {error}",
+                segment_path(&self.directory, self.segment).display()
+            );
             self.poisoned = Some(reason.clone());
             return Err(StoreError::Poisoned(reason));
         }
@@ -158,8 +186,10 @@ fn create_segment(directory: &Path, segment: u32) -> Result<(File, u64)> {
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     header.extend_from_slice(&segment.to_le_bytes());
-    file.write_all(&header).map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))?;
-    file.sync_all().map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))?;
+    file.write_all(&header)
+        .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))?;
     sync_directory(directory)?;
     Ok((file, SEGMENT_HEADER_BYTES))
 }
@@ -167,18 +197,28 @@ fn create_segment(directory: &Path, segment: u32) -> Result<(File, u64)> {
 pub fn sync_directory(directory: &Path) -> Result<()> {
     File::open(directory)
         .and_then(|dir| dir.sync_all())
-        .map_err(|e| StoreError::io(format!("failed to sync directory {}", directory.display()), e))
+        .map_err(|e| {
+            StoreError::io(
+                format!("failed to sync directory {}", directory.display()),
+                e,
+            )
+        })
 }
 
 /// The segment numbers present, in order.
 pub fn list_segments(directory: &Path) -> Result<Vec<u32>> {
     let mut segments = Vec::new();
-    let entries = fs::read_dir(directory).map_err(|e| StoreError::io(format!("failed to read {}", directory.display()), e))?;
+    let entries = fs::read_dir(directory)
+        .map_err(|e| StoreError::io(format!("failed to read {}", directory.display()), e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io(format!("failed to read {}", directory.display()), e))?;
+        let entry = entry
+            .map_err(|e| StoreError::io(format!("failed to read {}", directory.display()), e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(number) = name.strip_suffix(".wal").and_then(|stem| stem.parse::<u32>().ok()) {
+        if let Some(number) = name
+            .strip_suffix(".wal")
+            .and_then(|stem| stem.parse::<u32>().ok())
+        {
             segments.push(number);
         }
     }
@@ -188,7 +228,11 @@ pub fn list_segments(directory: &Path) -> Result<Vec<u32>> {
 
 /// Outcome of parsing the frame at one offset.
 enum FrameCheck<'a> {
-    Valid { kind: u8, payload: &'a [u8], next: usize },
+    Valid {
+        kind: u8,
+        payload: &'a [u8],
+        next: usize,
+    },
     Invalid(String),
 }
 
@@ -208,20 +252,30 @@ fn check_frame(bytes: &[u8], offset: usize) -> FrameCheck<'_> {
     };
     let actual = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
     if actual != crc {
-        return FrameCheck::Invalid(format!("checksum mismatch (stored {crc:08x}, computed {actual:08x})"));
+        return FrameCheck::Invalid(format!(
+            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
+        ));
     }
-    FrameCheck::Valid { kind, payload, next: start + length as usize }
+    FrameCheck::Valid {
+        kind,
+        payload,
+        next: start + length as usize,
+    }
 }
 
 /// Reads every record of every segment in order, calling `visit` for each, and repairs a torn tail.
 /// Returns the last segment and its valid length, or `None` for an empty log.
-pub fn recover(directory: &Path, mut visit: impl FnMut(RecordPosition, u8, &[u8]) -> Result<()>) -> Result<Option<(u32, u64)>> {
+pub fn recover(
+    directory: &Path,
+    mut visit: impl FnMut(RecordPosition, u8, &[u8]) -> Result<()>,
+) -> Result<Option<(u32, u64)>> {
     let segments = list_segments(directory)?;
     let mut last = None;
     for (index, &segment) in segments.iter().enumerate() {
         let is_last_segment = index + 1 == segments.len();
         let path = segment_path(directory, segment);
-        let bytes = fs::read(&path).map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
+        let bytes = fs::read(&path)
+            .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
         let header_ok = bytes.len() >= SEGMENT_HEADER_BYTES as usize
             && &bytes[0..8] == MAGIC
             && u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) == segment;
@@ -229,12 +283,18 @@ pub fn recover(directory: &Path, mut visit: impl FnMut(RecordPosition, u8, &[u8]
             if is_last_segment && bytes.len() < SEGMENT_HEADER_BYTES as usize {
                 // Crash while creating the segment: recreate it empty.
                 tracing::warn!(file = %path.display(), "rewriting a segment whose header was torn by a crash");
-                fs::remove_file(&path).map_err(|e| StoreError::io(format!("failed to remove {}", path.display()), e))?;
+                fs::remove_file(&path).map_err(|e| {
+                    StoreError::io(format!("failed to remove {}", path.display()), e)
+                })?;
                 let (_, length) = create_segment(directory, segment)?;
                 last = Some((segment, length));
                 continue;
             }
-            return Err(StoreError::Corruption { file: path, offset: 0, reason: "not a Logbook WAL segment header".into() });
+            return Err(StoreError::Corruption {
+                file: path,
+                offset: 0,
+                reason: "not a Logbook WAL segment header".into(),
+            });
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         if version != FORMAT_VERSION {
@@ -247,19 +307,42 @@ pub fn recover(directory: &Path, mut visit: impl FnMut(RecordPosition, u8, &[u8]
         let mut offset = SEGMENT_HEADER_BYTES as usize;
         while offset < bytes.len() {
             match check_frame(&bytes, offset) {
-                FrameCheck::Valid { kind, payload, next } => {
-                    visit(RecordPosition { segment, offset: offset as u64 }, kind, payload)?;
+                FrameCheck::Valid {
+                    kind,
+                    payload,
+                    next,
+                } => {
+                    visit(
+                        RecordPosition {
+                            segment,
+                            offset: offset as u64,
+                        },
+                        kind,
+                        payload,
+                    )?;
                     offset = next;
                 }
                 FrameCheck::Invalid(reason) => {
-                    let valid_later = (offset + 1..bytes.len()).any(|candidate| matches!(check_frame(&bytes, candidate), FrameCheck::Valid { .. }));
+                    let valid_later = (offset + 1..bytes.len()).any(|candidate| {
+                        matches!(check_frame(&bytes, candidate), FrameCheck::Valid { .. })
+                    });
                     if !is_last_segment || valid_later {
-                        return Err(StoreError::Corruption { file: path, offset: offset as u64, reason });
+                        return Err(StoreError::Corruption {
+                            file: path,
+                            offset: offset as u64,
+                            reason,
+                        });
                     }
                     tracing::warn!(file = %path.display(), offset, reason, "truncating a torn tail left by a crash");
-                    let file = OpenOptions::new().write(true).open(&path).map_err(|e| StoreError::io(format!("failed to open {}", path.display()), e))?;
-                    file.set_len(offset as u64).map_err(|e| StoreError::io(format!("failed to truncate {}", path.display()), e))?;
-                    file.sync_all().map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))?;
+                    let file = OpenOptions::new().write(true).open(&path).map_err(|e| {
+                        StoreError::io(format!("failed to open {}", path.display()), e)
+                    })?;
+                    file.set_len(offset as u64).map_err(|e| {
+                        StoreError::io(format!("failed to truncate {}", path.display()), e)
+                    })?;
+                    file.sync_all().map_err(|e| {
+                        StoreError::io(format!("failed to sync {}", path.display()), e)
+                    })?;
                     break;
                 }
             }
@@ -272,18 +355,27 @@ pub fn recover(directory: &Path, mut visit: impl FnMut(RecordPosition, u8, &[u8]
 /// Reads one record's payload at a known position (written and synced earlier).
 pub fn read_record(file: &File, path: &Path, offset: u64) -> Result<(u8, Vec<u8>)> {
     let mut header = [0u8; RECORD_HEADER_BYTES];
-    file.read_exact_at(&mut header, offset).map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
+    file.read_exact_at(&mut header, offset)
+        .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
     let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     let kind = header[8];
     if length > MAX_RECORD_BYTES {
-        return Err(StoreError::Corruption { file: path.to_path_buf(), offset, reason: format!("record length {length} is impossible") });
+        return Err(StoreError::Corruption {
+            file: path.to_path_buf(),
+            offset,
+            reason: format!("record length {length} is impossible"),
+        });
     }
     let mut payload = vec![0u8; length as usize];
     file.read_exact_at(&mut payload, offset + RECORD_HEADER_BYTES as u64)
         .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
     if crc32c::crc32c_append(crc32c::crc32c(&[kind]), &payload) != crc {
-        return Err(StoreError::Corruption { file: path.to_path_buf(), offset, reason: "checksum mismatch".into() });
+        return Err(StoreError::Corruption {
+            file: path.to_path_buf(),
+            offset,
+            reason: "checksum mismatch".into(),
+        });
     }
     Ok((kind, payload))
 }
@@ -318,7 +410,12 @@ mod tests {
     fn torn_tail_is_truncated_and_appending_continues() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = WalWriter::open(dir.path(), None, 1 << 20).unwrap();
-        writer.append(&[(KIND_EVENTS, b"first".to_vec()), (KIND_EVENTS, b"second".to_vec())]).unwrap();
+        writer
+            .append(&[
+                (KIND_EVENTS, b"first".to_vec()),
+                (KIND_EVENTS, b"second".to_vec()),
+            ])
+            .unwrap();
         writer.sync().unwrap();
         drop(writer);
         let path = segment_path(dir.path(), 1);
@@ -328,12 +425,19 @@ mod tests {
             let copy = tempfile::tempdir().unwrap();
             let bytes = fs::read(&path).unwrap();
             fs::write(segment_path(copy.path(), 1), &bytes[..cut as usize]).unwrap();
-            assert_eq!(records(copy.path()).unwrap(), vec![b"first".to_vec()], "cut at {cut}");
+            assert_eq!(
+                records(copy.path()).unwrap(),
+                vec![b"first".to_vec()],
+                "cut at {cut}"
+            );
             let last = recover(copy.path(), |_, _, _| Ok(())).unwrap();
             let mut writer = WalWriter::open(copy.path(), last, 1 << 20).unwrap();
             writer.append(&[(KIND_EVENTS, b"third".to_vec())]).unwrap();
             writer.sync().unwrap();
-            assert_eq!(records(copy.path()).unwrap(), vec![b"first".to_vec(), b"third".to_vec()]);
+            assert_eq!(
+                records(copy.path()).unwrap(),
+                vec![b"first".to_vec(), b"third".to_vec()]
+            );
         }
     }
 
@@ -341,7 +445,12 @@ mod tests {
     fn corruption_before_valid_records_names_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = WalWriter::open(dir.path(), None, 1 << 20).unwrap();
-        writer.append(&[(KIND_EVENTS, b"first".to_vec()), (KIND_EVENTS, b"second".to_vec())]).unwrap();
+        writer
+            .append(&[
+                (KIND_EVENTS, b"first".to_vec()),
+                (KIND_EVENTS, b"second".to_vec()),
+            ])
+            .unwrap();
         writer.sync().unwrap();
         let path = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&path).unwrap();

@@ -5,7 +5,9 @@
 use logbook_core::event::{Event, Limits, NewEvent};
 use logbook_core::filter::query_string::{Order, RawQuery};
 use logbook_core::time::now_millis;
-use logbook_store::{AppendRequest, EmbeddedStore, EventStore, IdempotencyKey, Position, StoreError, StoreOptions};
+use logbook_store::{
+    AppendRequest, EmbeddedStore, EventStore, IdempotencyKey, Position, StoreError, StoreOptions,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -22,13 +24,21 @@ fn open(dir: &std::path::Path) -> EmbeddedStore {
 }
 
 fn append(store: &EmbeddedStore, tenant: &str, events: Vec<Value>) -> Vec<logbook_store::Receipt> {
-    let request = AppendRequest { events: events.into_iter().map(|e| (tenant.to_string(), new_event(e))).collect(), idempotency: None };
+    let request = AppendRequest {
+        events: events
+            .into_iter()
+            .map(|e| (tenant.to_string(), new_event(e)))
+            .collect(),
+        idempotency: None,
+    };
     store.append(request).expect("append").receipts
 }
 
 /// Every event of a listing, following cursors.
 fn list_all(store: &EmbeddedStore, tenant: &str, query: &str, limit: usize) -> Vec<Event> {
-    let mut query = RawQuery::parse(query).to_list_query(now_millis()).expect("query parses");
+    let mut query = RawQuery::parse(query)
+        .to_list_query(now_millis())
+        .expect("query parses");
     query.limit = limit;
     let mut after: Option<Position> = None;
     let mut out = Vec::new();
@@ -48,9 +58,21 @@ fn events_survive_reopen_and_seq_continues() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.create_tenant("acme", "Acme").unwrap();
-    let first = append(&store, "acme", (0..50).map(|i| json!({"type": "a", "metadata": {"i": i}})).collect());
-    assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
-    let fetched = store.get("acme", &first[7].id).unwrap().expect("read your writes");
+    let first = append(
+        &store,
+        "acme",
+        (0..50)
+            .map(|i| json!({"type": "a", "metadata": {"i": i}}))
+            .collect(),
+    );
+    assert_eq!(
+        first.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
+    let fetched = store
+        .get("acme", &first[7].id)
+        .unwrap()
+        .expect("read your writes");
     assert_eq!(fetched.metadata, Some(json!({"i": 7})));
     assert_eq!(fetched.hash, first[7].hash);
     drop(store);
@@ -58,7 +80,11 @@ fn events_survive_reopen_and_seq_continues() {
     let store = open(dir.path());
     let again = store.get("acme", &first[7].id).unwrap().expect("durable");
     assert_eq!(again, fetched);
-    assert_eq!(again.hash, again.compute_hash(), "the hash still matches the content");
+    assert_eq!(
+        again.hash,
+        again.compute_hash(),
+        "the hash still matches the content"
+    );
     let next = append(&store, "acme", vec![json!({"type": "b"})]);
     assert_eq!(next[0].seq, 51);
     assert_eq!(list_all(&store, "acme", "", 7).len(), 51);
@@ -85,10 +111,16 @@ fn unknown_tenant_is_refused_and_nothing_is_written() {
     let store = open(dir.path());
     store.create_tenant("acme", "Acme").unwrap();
     let request = AppendRequest {
-        events: vec![("acme".into(), new_event(json!({"type": "a"}))), ("nobody".into(), new_event(json!({"type": "a"})))],
+        events: vec![
+            ("acme".into(), new_event(json!({"type": "a"}))),
+            ("nobody".into(), new_event(json!({"type": "a"}))),
+        ],
         idempotency: None,
     };
-    assert!(matches!(store.append(request), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.append(request),
+        Err(StoreError::NotFound(_))
+    ));
     assert!(list_all(&store, "acme", "", 10).is_empty());
 }
 
@@ -97,30 +129,58 @@ fn idempotency_keys_replay_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.create_tenant("acme", "Acme").unwrap();
-    let key = |fingerprint: &str| Some(IdempotencyKey { scope: "acme".into(), key: "k1".into(), fingerprint: fingerprint.into() });
-    let request = |fingerprint: &str| AppendRequest { events: vec![("acme".into(), new_event(json!({"type": "a"})))], idempotency: key(fingerprint) };
+    let key = |fingerprint: &str| {
+        Some(IdempotencyKey {
+            scope: "acme".into(),
+            key: "k1".into(),
+            fingerprint: fingerprint.into(),
+        })
+    };
+    let request = |fingerprint: &str| AppendRequest {
+        events: vec![("acme".into(), new_event(json!({"type": "a"})))],
+        idempotency: key(fingerprint),
+    };
     let first = store.append(request("f1")).unwrap();
     assert!(!first.replayed);
     let second = store.append(request("f1")).unwrap();
     assert!(second.replayed);
     assert_eq!(second.receipts, first.receipts);
-    assert!(matches!(store.append(request("other body")), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.append(request("other body")),
+        Err(StoreError::Conflict(_))
+    ));
 
     let per_event = || AppendRequest {
         events: vec![
-            ("acme".into(), new_event(json!({"type": "b", "idempotency_key": "e1"}))),
-            ("acme".into(), new_event(json!({"type": "b", "idempotency_key": "e1"}))),
+            (
+                "acme".into(),
+                new_event(json!({"type": "b", "idempotency_key": "e1"})),
+            ),
+            (
+                "acme".into(),
+                new_event(json!({"type": "b", "idempotency_key": "e1"})),
+            ),
         ],
         idempotency: None,
     };
     let receipts = store.append(per_event()).unwrap().receipts;
-    assert_eq!(receipts[0], receipts[1], "a repeated key within one request stores once");
+    assert_eq!(
+        receipts[0], receipts[1],
+        "a repeated key within one request stores once"
+    );
     drop(store);
 
     let store = open(dir.path());
-    assert_eq!(store.append(request("f1")).unwrap().receipts, first.receipts);
+    assert_eq!(
+        store.append(request("f1")).unwrap().receipts,
+        first.receipts
+    );
     assert_eq!(store.append(per_event()).unwrap().receipts[0], receipts[0]);
-    assert_eq!(list_all(&store, "acme", "", 100).len(), 2, "one event per key, nothing new after reopen");
+    assert_eq!(
+        list_all(&store, "acme", "", 100).len(),
+        2,
+        "one event per key, nothing new after reopen"
+    );
 }
 
 #[test]
@@ -131,10 +191,24 @@ fn concurrent_appends_get_dense_unique_seqs() {
     let threads: Vec<_> = (0..8)
         .map(|thread| {
             let store = store.clone();
-            std::thread::spawn(move || (0..50).flat_map(|i| append(&store, "acme", vec![json!({"type": "t", "metadata": {"thread": thread, "i": i}})])).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..50)
+                    .flat_map(|i| {
+                        append(
+                            &store,
+                            "acme",
+                            vec![json!({"type": "t", "metadata": {"thread": thread, "i": i}})],
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
-    let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).map(|r| r.seq).collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .map(|r| r.seq)
+        .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
 }
@@ -168,12 +242,41 @@ fn arbitrary_event() -> impl Strategy<Value = Value> {
 
 fn arbitrary_term() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "type:bot.*", "type:bot.created,integration.error", "action:deleted", "actor.id:u_1", "-actor.id:system", "actor:*",
-        "entity.type:story", "entity.name:*", "entity.id:>st_1", "entity.id:<=c_9", "bot_id:b2", "resources.bot_id:b1,b3",
-        "outcome:failure", "meta.status:error", "meta.status:Error", "meta.n:>2", "meta.n:<=0", "meta.n:*", "-meta.n:*", "meta.tags:x",
-        "meta.nested.deep.flag:true", "meta.nested.deep:*", "seq:>5", "seq:<=3", "created_at:>=2026-11-22T10:02:00Z",
-        "created_at:<2026-11-22T10:01:00Z", "\"welcome story\"", "renamed", "-\"card\"", "description:*",
-        "meta.status:>f", "entity.name:Welcome", "-entity.name:Hello", "meta.tags:*", "id:*",
+        "type:bot.*",
+        "type:bot.created,integration.error",
+        "action:deleted",
+        "actor.id:u_1",
+        "-actor.id:system",
+        "actor:*",
+        "entity.type:story",
+        "entity.name:*",
+        "entity.id:>st_1",
+        "entity.id:<=c_9",
+        "bot_id:b2",
+        "resources.bot_id:b1,b3",
+        "outcome:failure",
+        "meta.status:error",
+        "meta.status:Error",
+        "meta.n:>2",
+        "meta.n:<=0",
+        "meta.n:*",
+        "-meta.n:*",
+        "meta.tags:x",
+        "meta.nested.deep.flag:true",
+        "meta.nested.deep:*",
+        "seq:>5",
+        "seq:<=3",
+        "created_at:>=2026-11-22T10:02:00Z",
+        "created_at:<2026-11-22T10:01:00Z",
+        "\"welcome story\"",
+        "renamed",
+        "-\"card\"",
+        "description:*",
+        "meta.status:>f",
+        "entity.name:Welcome",
+        "-entity.name:Hello",
+        "meta.tags:*",
+        "id:*",
     ])
     .prop_map(str::to_string)
 }

@@ -14,9 +14,10 @@ impl Filter {
             Filter::Or(parts) => parts.iter().any(|part| part.matches(event)),
             Filter::Not(inner) => !inner.matches(event),
             Filter::Condition(condition) => condition.matches(event),
-            Filter::Text(phrase) => {
-                event.description.as_deref().is_some_and(|description| contains_folded(description, phrase))
-            }
+            Filter::Text(phrase) => event
+                .description
+                .as_deref()
+                .is_some_and(|description| contains_folded(description, phrase)),
         }
     }
 }
@@ -41,7 +42,9 @@ impl Condition {
                 json_values(event, &self.field, &mut values);
                 match self.predicate {
                     Predicate::Exists => !values.is_empty(),
-                    _ => values.into_iter().any(|value| json_predicate(&self.predicate, value)),
+                    _ => values
+                        .into_iter()
+                        .any(|value| json_predicate(&self.predicate, value)),
                 }
             }
         }
@@ -55,15 +58,31 @@ pub fn text_value<'a>(event: &'a Event, field: &Field) -> Option<&'a str> {
         Field::Type => Some(&event.event_type),
         Field::Action => event.action.as_deref(),
         Field::ActorId => event.actor.as_ref().map(|actor| actor.id.as_str()),
-        Field::ActorType => event.actor.as_ref().and_then(|actor| actor.actor_type.as_deref()),
+        Field::ActorType => event
+            .actor
+            .as_ref()
+            .and_then(|actor| actor.actor_type.as_deref()),
         Field::ActorName => event.actor.as_ref().and_then(|actor| actor.name.as_deref()),
-        Field::EntityType => event.entity.as_ref().map(|entity| entity.entity_type.as_str()),
-        Field::EntityId => event.entity.as_ref().and_then(|entity| entity.id.as_deref()),
-        Field::EntityName => event.entity.as_ref().and_then(|entity| entity.name.as_deref()),
+        Field::EntityType => event
+            .entity
+            .as_ref()
+            .map(|entity| entity.entity_type.as_str()),
+        Field::EntityId => event
+            .entity
+            .as_ref()
+            .and_then(|entity| entity.id.as_deref()),
+        Field::EntityName => event
+            .entity
+            .as_ref()
+            .and_then(|entity| entity.name.as_deref()),
         Field::Outcome => Some(event.outcome.as_str()),
         Field::Description => event.description.as_deref(),
         Field::Resource(key) => event.resources.get(key).map(String::as_str),
-        Field::Seq | Field::CreatedAt | Field::ReceivedAt | Field::Context(_) | Field::Metadata(_) => None,
+        Field::Seq
+        | Field::CreatedAt
+        | Field::ReceivedAt
+        | Field::Context(_)
+        | Field::Metadata(_) => None,
     }
 }
 
@@ -114,11 +133,17 @@ fn number_predicate(predicate: &Predicate, value: i64) -> bool {
     };
     match predicate {
         Predicate::Eq(operand) => compare(operand) == Some(Ordering::Equal),
-        Predicate::In(operands) => operands.iter().any(|operand| compare(operand) == Some(Ordering::Equal)),
+        Predicate::In(operands) => operands
+            .iter()
+            .any(|operand| compare(operand) == Some(Ordering::Equal)),
         Predicate::Gt(operand) => compare(operand) == Some(Ordering::Greater),
-        Predicate::Gte(operand) => matches!(compare(operand), Some(Ordering::Greater | Ordering::Equal)),
+        Predicate::Gte(operand) => {
+            matches!(compare(operand), Some(Ordering::Greater | Ordering::Equal))
+        }
         Predicate::Lt(operand) => compare(operand) == Some(Ordering::Less),
-        Predicate::Lte(operand) => matches!(compare(operand), Some(Ordering::Less | Ordering::Equal)),
+        Predicate::Lte(operand) => {
+            matches!(compare(operand), Some(Ordering::Less | Ordering::Equal))
+        }
         Predicate::Exists => true,
         Predicate::Contains(_) | Predicate::Prefix(_) => false,
     }
@@ -131,11 +156,17 @@ fn text_predicate(predicate: &Predicate, value: &str) -> bool {
     };
     match predicate {
         Predicate::Eq(operand) => compare(operand) == Some(Ordering::Equal),
-        Predicate::In(operands) => operands.iter().any(|operand| compare(operand) == Some(Ordering::Equal)),
+        Predicate::In(operands) => operands
+            .iter()
+            .any(|operand| compare(operand) == Some(Ordering::Equal)),
         Predicate::Gt(operand) => compare(operand) == Some(Ordering::Greater),
-        Predicate::Gte(operand) => matches!(compare(operand), Some(Ordering::Greater | Ordering::Equal)),
+        Predicate::Gte(operand) => {
+            matches!(compare(operand), Some(Ordering::Greater | Ordering::Equal))
+        }
         Predicate::Lt(operand) => compare(operand) == Some(Ordering::Less),
-        Predicate::Lte(operand) => matches!(compare(operand), Some(Ordering::Less | Ordering::Equal)),
+        Predicate::Lte(operand) => {
+            matches!(compare(operand), Some(Ordering::Less | Ordering::Equal))
+        }
         Predicate::Contains(needle) => contains_folded(value, needle),
         Predicate::Prefix(prefix) => value.starts_with(prefix.as_str()),
         Predicate::Exists => true,
@@ -148,7 +179,11 @@ pub fn json_compare(value: &Value, operand: &str) -> Option<Ordering> {
     match value {
         Value::String(text) => Some(text.as_str().cmp(operand)),
         Value::Number(number) => {
-            let wanted: f64 = operand.trim().parse::<f64>().ok().filter(|number| number.is_finite())?;
+            let wanted: f64 = operand
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|number| number.is_finite())?;
             number.as_f64()?.partial_cmp(&wanted)
         }
         Value::Bool(flag) => match operand {
@@ -168,13 +203,23 @@ fn json_predicate(predicate: &Predicate, value: &Value) -> bool {
     };
     match predicate {
         Predicate::Eq(operand) => compare(operand) == Some(Ordering::Equal),
-        Predicate::In(operands) => operands.iter().any(|operand| compare(operand) == Some(Ordering::Equal)),
+        Predicate::In(operands) => operands
+            .iter()
+            .any(|operand| compare(operand) == Some(Ordering::Equal)),
         Predicate::Gt(operand) => ordered(value) && compare(operand) == Some(Ordering::Greater),
-        Predicate::Gte(operand) => ordered(value) && matches!(compare(operand), Some(Ordering::Greater | Ordering::Equal)),
+        Predicate::Gte(operand) => {
+            ordered(value) && matches!(compare(operand), Some(Ordering::Greater | Ordering::Equal))
+        }
         Predicate::Lt(operand) => ordered(value) && compare(operand) == Some(Ordering::Less),
-        Predicate::Lte(operand) => ordered(value) && matches!(compare(operand), Some(Ordering::Less | Ordering::Equal)),
-        Predicate::Contains(needle) => value.as_str().is_some_and(|text| contains_folded(text, needle)),
-        Predicate::Prefix(prefix) => value.as_str().is_some_and(|text| text.starts_with(prefix.as_str())),
+        Predicate::Lte(operand) => {
+            ordered(value) && matches!(compare(operand), Some(Ordering::Less | Ordering::Equal))
+        }
+        Predicate::Contains(needle) => value
+            .as_str()
+            .is_some_and(|text| contains_folded(text, needle)),
+        Predicate::Prefix(prefix) => value
+            .as_str()
+            .is_some_and(|text| text.starts_with(prefix.as_str())),
         Predicate::Exists => true,
     }
 }
@@ -192,7 +237,9 @@ pub fn contains_folded(haystack: &str, needle: &str) -> bool {
         if needle.is_empty() {
             return true;
         }
-        return haystack.windows(needle.len()).any(|window| window.eq_ignore_ascii_case(needle));
+        return haystack
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle));
     }
     haystack.to_lowercase().contains(needle)
 }

@@ -108,7 +108,8 @@ pub enum Op {
     Exists,
 }
 
-pub const ACCEPTED_OPERATORS: &str = "eq, ne, gt, gte, lt, lte, contains, not_contains, prefix, in, not_in, exists";
+pub const ACCEPTED_OPERATORS: &str =
+    "eq, ne, gt, gte, lt, lte, contains, not_contains, prefix, in, not_in, exists";
 
 impl Op {
     pub fn parse(name: &str) -> Result<Op> {
@@ -194,11 +195,17 @@ impl Field {
             "created_at" => Field::CreatedAt,
             "received_at" => Field::ReceivedAt,
             other => {
-                if let Some(key) = other.strip_prefix("resources.").or_else(|| other.strip_prefix("resource.")) {
+                if let Some(key) = other
+                    .strip_prefix("resources.")
+                    .or_else(|| other.strip_prefix("resource."))
+                {
                     Field::Resource(checked_key(other, key)?.to_string())
                 } else if let Some(key) = other.strip_prefix("context.") {
                     Field::Context(checked_key(other, key)?.to_string())
-                } else if let Some(path) = other.strip_prefix("metadata.").or_else(|| other.strip_prefix("meta.")) {
+                } else if let Some(path) = other
+                    .strip_prefix("metadata.")
+                    .or_else(|| other.strip_prefix("meta."))
+                {
                     Field::Metadata(checked_path(other, path)?.to_string())
                 } else if other.ends_with("_id") && other.len() > 3 && is_key(other) {
                     Field::Resource(other.to_string())
@@ -256,8 +263,12 @@ impl Field {
             Op::Lt => Predicate::Lt(operand(value)?),
             Op::Lte => Predicate::Lte(operand(value)?),
             Op::In | Op::NotIn => {
-                let values: Vec<Operand> =
-                    value.split(',').map(str::trim).filter(|part| !part.is_empty()).map(operand).collect::<Result<_>>()?;
+                let values: Vec<Operand> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|part| !part.is_empty())
+                    .map(operand)
+                    .collect::<Result<_>>()?;
                 if values.is_empty() {
                     return Err(Error::invalid_filter(format!(
                         "`{}` with `in` needs a comma-separated list of values",
@@ -274,7 +285,10 @@ impl Field {
                     )));
                 }
                 if value.is_empty() {
-                    return Err(Error::invalid_filter(format!("`{}` needs a non-empty value", self.name())));
+                    return Err(Error::invalid_filter(format!(
+                        "`{}` needs a non-empty value",
+                        self.name()
+                    )));
                 }
                 if op == Op::Prefix {
                     Predicate::Prefix(value.to_string())
@@ -292,11 +306,17 @@ impl Field {
                         )))
                     }
                 };
-                let exists = Filter::Condition(Condition { field: self, predicate: Predicate::Exists });
+                let exists = Filter::Condition(Condition {
+                    field: self,
+                    predicate: Predicate::Exists,
+                });
                 return Ok(if wanted { exists } else { exists.negate() });
             }
         };
-        let condition = Filter::Condition(Condition { field: self, predicate });
+        let condition = Filter::Condition(Condition {
+            field: self,
+            predicate,
+        });
         Ok(match op {
             Op::Ne | Op::NotIn | Op::NotContains => condition.negate(),
             _ => condition,
@@ -308,9 +328,13 @@ impl Field {
             FieldKind::Time => time::parse_time(text, now)
                 .map(Operand::Number)
                 .map_err(|message| Error::invalid_filter(format!("`{}`: {message}", self.name()))),
-            FieldKind::Seq => text.trim().parse::<i64>().map(Operand::Number).map_err(|_| {
-                Error::invalid_filter(format!("`seq` takes a whole number, got `{text}`"))
-            }),
+            FieldKind::Seq => text
+                .trim()
+                .parse::<i64>()
+                .map(Operand::Number)
+                .map_err(|_| {
+                    Error::invalid_filter(format!("`seq` takes a whole number, got `{text}`"))
+                }),
             FieldKind::Text | FieldKind::Json => Ok(Operand::Text(match self {
                 Field::Action => text.to_uppercase(),
                 Field::Outcome => text.to_lowercase(),
@@ -321,19 +345,26 @@ impl Field {
 }
 
 fn is_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn checked_key<'a>(field: &str, key: &'a str) -> Result<&'a str> {
     if is_key(key) {
         Ok(key)
     } else {
-        Err(Error::invalid_filter(format!("`{field}`: a key is 1 to 64 letters, digits, `_` or `-`")))
+        Err(Error::invalid_filter(format!(
+            "`{field}`: a key is 1 to 64 letters, digits, `_` or `-`"
+        )))
     }
 }
 
 fn checked_path<'a>(field: &str, path: &'a str) -> Result<&'a str> {
-    let valid = !path.is_empty() && path.len() <= 512 && path.split('.').all(|segment| !segment.is_empty());
+    let valid =
+        !path.is_empty() && path.len() <= 512 && path.split('.').all(|segment| !segment.is_empty());
     if valid {
         Ok(path)
     } else {

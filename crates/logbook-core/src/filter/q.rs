@@ -25,7 +25,10 @@ pub fn parse(input: &str, now: Millis) -> Result<Filter> {
         if position >= chars.len() {
             break;
         }
-        let negated = chars[position] == '-' && chars.get(position + 1).is_some_and(|next| !next.is_whitespace());
+        let negated = chars[position] == '-'
+            && chars
+                .get(position + 1)
+                .is_some_and(|next| !next.is_whitespace());
         if negated {
             position += 1;
         }
@@ -33,7 +36,10 @@ pub fn parse(input: &str, now: Millis) -> Result<Filter> {
             Filter::Text(read_quoted(&chars, &mut position)?.to_lowercase())
         } else {
             let start = position;
-            while position < chars.len() && !chars[position].is_whitespace() && !matches!(chars[position], ':' | '"') {
+            while position < chars.len()
+                && !chars[position].is_whitespace()
+                && !matches!(chars[position], ':' | '"')
+            {
                 position += 1;
             }
             let name: String = chars[start..position].iter().collect();
@@ -56,7 +62,12 @@ pub fn parse(input: &str, now: Millis) -> Result<Filter> {
 fn field_term(name: &str, chars: &[char], position: &mut usize, now: Millis) -> Result<Filter> {
     let field = Field::parse(name)?;
     let mut op = None;
-    for (symbol, symbol_op) in [(">=", Op::Gte), ("<=", Op::Lte), (">", Op::Gt), ("<", Op::Lt)] {
+    for (symbol, symbol_op) in [
+        (">=", Op::Gte),
+        ("<=", Op::Lte),
+        (">", Op::Gt),
+        ("<", Op::Lt),
+    ] {
         let symbol_chars: Vec<char> = symbol.chars().collect();
         if chars[*position..].starts_with(&symbol_chars) {
             *position += symbol_chars.len();
@@ -118,12 +129,17 @@ fn read_quoted(chars: &[char], position: &mut usize) -> Result<String> {
             }
         }
     }
-    Err(Error::invalid_filter(format!("unterminated quote starting at character {} of `q`", opening + 1)))
+    Err(Error::invalid_filter(format!(
+        "unterminated quote starting at character {} of `q`",
+        opening + 1
+    )))
 }
 
 fn is_field_name(name: &str) -> bool {
     let mut characters = name.chars();
-    characters.next().is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+    characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
         && characters.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -148,11 +164,26 @@ mod tests {
         assert_eq!(
             filter,
             Filter::And(vec![
-                condition(Field::Action, Predicate::Eq(Operand::Text("DELETED".into()))),
-                condition(Field::EntityType, Predicate::Eq(Operand::Text("card".into()))),
-                condition(Field::CreatedAt, Predicate::Gt(Operand::Number(NOW - 7 * 86_400_000))),
-                Filter::Not(Box::new(condition(Field::ActorId, Predicate::Eq(Operand::Text("system".into()))))),
-                condition(Field::Metadata("status".into()), Predicate::Eq(Operand::Text("error".into()))),
+                condition(
+                    Field::Action,
+                    Predicate::Eq(Operand::Text("DELETED".into()))
+                ),
+                condition(
+                    Field::EntityType,
+                    Predicate::Eq(Operand::Text("card".into()))
+                ),
+                condition(
+                    Field::CreatedAt,
+                    Predicate::Gt(Operand::Number(NOW - 7 * 86_400_000))
+                ),
+                Filter::Not(Box::new(condition(
+                    Field::ActorId,
+                    Predicate::Eq(Operand::Text("system".into()))
+                ))),
+                condition(
+                    Field::Metadata("status".into()),
+                    Predicate::Eq(Operand::Text("error".into()))
+                ),
                 Filter::Text("renamed welcome".into()),
             ])
         );
@@ -160,27 +191,53 @@ mod tests {
 
     #[test]
     fn prefix_exists_lists_quotes_and_words() {
-        assert_eq!(parse("type:conversation.*", NOW).unwrap(), condition(Field::Type, Predicate::Prefix("conversation.".into())));
-        assert_eq!(parse("entity.id:*", NOW).unwrap(), condition(Field::EntityId, Predicate::Exists));
+        assert_eq!(
+            parse("type:conversation.*", NOW).unwrap(),
+            condition(Field::Type, Predicate::Prefix("conversation.".into()))
+        );
+        assert_eq!(
+            parse("entity.id:*", NOW).unwrap(),
+            condition(Field::EntityId, Predicate::Exists)
+        );
         assert_eq!(
             parse("type:a,b", NOW).unwrap(),
-            condition(Field::Type, Predicate::In(vec![Operand::Text("a".into()), Operand::Text("b".into())]))
+            condition(
+                Field::Type,
+                Predicate::In(vec![Operand::Text("a".into()), Operand::Text("b".into())])
+            )
         );
         assert_eq!(
             parse(r#"entity.name:"Welcome \"story\"""#, NOW).unwrap(),
-            condition(Field::EntityName, Predicate::Eq(Operand::Text("Welcome \"story\"".into())))
+            condition(
+                Field::EntityName,
+                Predicate::Eq(Operand::Text("Welcome \"story\"".into()))
+            )
         );
-        assert_eq!(parse(r#"Renamed "http://x""#, NOW).unwrap(), Filter::And(vec![
-            Filter::Text("renamed".into()),
-            Filter::Text("http://x".into()),
-        ]));
+        assert_eq!(
+            parse(r#"Renamed "http://x""#, NOW).unwrap(),
+            Filter::And(vec![
+                Filter::Text("renamed".into()),
+                Filter::Text("http://x".into()),
+            ])
+        );
         assert_eq!(parse("  ", NOW).unwrap(), Filter::All);
-        assert_eq!(parse("meta.amount:>=-5", NOW).unwrap(), condition(Field::Metadata("amount".into()), Predicate::Gte(Operand::Text("-5".into()))));
+        assert_eq!(
+            parse("meta.amount:>=-5", NOW).unwrap(),
+            condition(
+                Field::Metadata("amount".into()),
+                Predicate::Gte(Operand::Text("-5".into()))
+            )
+        );
     }
 
     #[test]
     fn errors_are_explained() {
-        for (input, needle) in [("colour:red", "accepted fields"), ("type:", "needs a value"), ("\"open", "unterminated"), ("seq:>x", "whole number")] {
+        for (input, needle) in [
+            ("colour:red", "accepted fields"),
+            ("type:", "needs a value"),
+            ("\"open", "unterminated"),
+            ("seq:>x", "whole number"),
+        ] {
             let error = parse(input, NOW).unwrap_err().to_string();
             assert!(error.contains(needle), "{input}: {error}");
         }

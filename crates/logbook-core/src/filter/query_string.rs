@@ -71,7 +71,11 @@ pub struct RawQuery {
 
 impl RawQuery {
     pub fn parse(query: &str) -> RawQuery {
-        RawQuery { pairs: form_urlencoded::parse(query.as_bytes()).into_owned().collect() }
+        RawQuery {
+            pairs: form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        }
     }
 
     pub fn from_pairs(pairs: Vec<(String, String)>) -> RawQuery {
@@ -80,7 +84,11 @@ impl RawQuery {
 
     /// The last value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
     }
 
     /// A digest of the parameters that define the result set (everything but `cursor`, `limit`, `take` and
@@ -119,18 +127,20 @@ impl RawQuery {
                 "limit" | "take" => {
                     query.limit = match value.trim().parse::<usize>() {
                         Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-                        _ => {
-                            return Err(Error::invalid_filter(format!(
-                                "`{name}` must be a whole number from 1 to {MAX_LIMIT}, got `{value}`"
-                            )))
-                        }
+                        _ => return Err(Error::invalid_filter(format!(
+                            "`{name}` must be a whole number from 1 to {MAX_LIMIT}, got `{value}`"
+                        ))),
                     }
                 }
                 "order" => {
                     query.order = match value.to_ascii_lowercase().as_str() {
                         "desc" => Order::Desc,
                         "asc" => Order::Asc,
-                        _ => return Err(Error::invalid_filter(format!("`order` must be `asc` or `desc`, got `{value}`"))),
+                        _ => {
+                            return Err(Error::invalid_filter(format!(
+                                "`order` must be `asc` or `desc`, got `{value}`"
+                            )))
+                        }
                     }
                 }
                 "since" => query.since = Some(parse_time_parameter(name, value, now)?),
@@ -159,7 +169,8 @@ impl RawQuery {
 }
 
 fn parse_time_parameter(name: &str, value: &str, now: Millis) -> Result<Millis> {
-    time::parse_time(value, now).map_err(|message| Error::invalid_filter(format!("`{name}`: {message}")))
+    time::parse_time(value, now)
+        .map_err(|message| Error::invalid_filter(format!("`{name}`: {message}")))
 }
 
 /// One filter parameter in any of its notations.
@@ -169,16 +180,24 @@ fn parse_filter_parameter(name: &str, value: &str, now: Millis) -> Result<Filter
         let op = if rest.is_empty() {
             Op::Eq
         } else {
-            let op_name = rest.strip_prefix('[').and_then(|inner| inner.strip_suffix(']')).ok_or_else(|| malformed(name))?;
+            let op_name = rest
+                .strip_prefix('[')
+                .and_then(|inner| inner.strip_suffix(']'))
+                .ok_or_else(|| malformed(name))?;
             Op::parse(op_name)?
         };
         return Field::parse(field_name)?.condition(op, value, now);
     }
-    let field = if let Some(path) = name.strip_prefix("meta[").and_then(|inner| inner.strip_suffix(']')) {
+    let field = if let Some(path) = name
+        .strip_prefix("meta[")
+        .and_then(|inner| inner.strip_suffix(']'))
+    {
         Field::parse(&format!("metadata.{path}"))?
     } else {
         Field::parse(name).map_err(|_| {
-            Error::invalid_filter(format!("unknown query parameter `{name}`; accepted parameters are {PARAMETERS}"))
+            Error::invalid_filter(format!(
+                "unknown query parameter `{name}`; accepted parameters are {PARAMETERS}"
+            ))
         })?
     };
     let op = if value.contains(',') { Op::In } else { Op::Eq };
@@ -212,17 +231,27 @@ mod tests {
 
     #[test]
     fn every_notation_builds_the_same_ast() {
-        let expected = condition(Field::Metadata("status".into()), Predicate::Eq(text("error")));
-        for query in ["meta.status=error", "meta[status]=error", "metadata.status=error", "filter[metadata.status]=error",
-            "filter[meta.status][eq]=error", "q=meta.status:error"]
-        {
+        let expected = condition(
+            Field::Metadata("status".into()),
+            Predicate::Eq(text("error")),
+        );
+        for query in [
+            "meta.status=error",
+            "meta[status]=error",
+            "metadata.status=error",
+            "filter[metadata.status]=error",
+            "filter[meta.status][eq]=error",
+            "q=meta.status:error",
+        ] {
             assert_eq!(parse(query).unwrap().filter, expected, "{query}");
         }
     }
 
     #[test]
     fn shorthands_commas_and_paging() {
-        let query = parse("type=a,b&action=deleted&bot_id=bot_1&limit=10&order=asc&since=1h&until=now").unwrap();
+        let query =
+            parse("type=a,b&action=deleted&bot_id=bot_1&limit=10&order=asc&since=1h&until=now")
+                .unwrap();
         assert_eq!(query.limit, 10);
         assert_eq!(query.order, Order::Asc);
         assert_eq!(query.since, Some(NOW - 3_600_000));
@@ -232,7 +261,10 @@ mod tests {
             Filter::And(vec![
                 condition(Field::Type, Predicate::In(vec![text("a"), text("b")])),
                 condition(Field::Action, Predicate::Eq(text("DELETED"))),
-                condition(Field::Resource("bot_id".into()), Predicate::Eq(text("bot_1"))),
+                condition(
+                    Field::Resource("bot_id".into()),
+                    Predicate::Eq(text("bot_1"))
+                ),
             ])
         );
         assert_eq!(parse("take=5").unwrap().limit, 5);
@@ -242,11 +274,17 @@ mod tests {
     fn negative_operators_are_negations() {
         assert_eq!(
             parse("filter[actor.id][ne]=system").unwrap().filter,
-            Filter::Not(Box::new(condition(Field::ActorId, Predicate::Eq(text("system")))))
+            Filter::Not(Box::new(condition(
+                Field::ActorId,
+                Predicate::Eq(text("system"))
+            )))
         );
         assert_eq!(
             parse("filter[created_at][gte]=2026-11-22").unwrap().filter,
-            condition(Field::CreatedAt, Predicate::Gte(Operand::Number(NOW - 36_000_000)))
+            condition(
+                Field::CreatedAt,
+                Predicate::Gte(Operand::Number(NOW - 36_000_000))
+            )
         );
     }
 
@@ -275,7 +313,10 @@ mod tests {
     #[test]
     fn fingerprint_ignores_paging_but_not_filters() {
         let first = RawQuery::parse("type=a&limit=5&since=1h").fingerprint();
-        assert_eq!(first, RawQuery::parse("since=1h&type=a&limit=9&cursor=x").fingerprint());
+        assert_eq!(
+            first,
+            RawQuery::parse("since=1h&type=a&limit=9&cursor=x").fingerprint()
+        );
         assert_ne!(first, RawQuery::parse("type=b&since=1h").fingerprint());
     }
 }

@@ -1,0 +1,162 @@
+//! Tenants and API keys: `/v1/tenants` (deployment admin) and `/v1/tenants/{tenant}/keys` (deployment admin,
+//! or a key with the `admin` scope of that tenant).
+
+use crate::auth::{Admin, Scoped};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use logbook_core::event::validate_tenant_id;
+use logbook_store::Scope;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn require_deployment_admin(caller: &Scoped<Admin>) -> ApiResult<()> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "managing tenants needs the deployment admin key",
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ApiError::internal())
+}
+
+/// `POST /v1/tenants`
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Scoped<Admin>,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require_deployment_admin(&caller)?;
+    validate_tenant_id(&body.id).map_err(|message| {
+        ApiError::bad_request("invalid_request", message).with_details(json!({"field": "id"}))
+    })?;
+    let name = body.name.unwrap_or_else(|| body.id.clone());
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(
+            ApiError::bad_request("invalid_request", "`name` must be 1 to 200 characters")
+                .with_details(json!({"field": "name"})),
+        );
+    }
+    let store = state.store.clone();
+    let tenant = blocking(move || store.create_tenant(&body.id, &name)).await??;
+    Ok((StatusCode::CREATED, Json(json!(tenant))))
+}
+
+/// `GET /v1/tenants`
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Scoped<Admin>,
+) -> ApiResult<Json<Value>> {
+    require_deployment_admin(&caller)?;
+    Ok(Json(json!({"items": state.store.list_tenants()})))
+}
+
+/// `GET /v1/tenants/{tenant}`
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Scoped<Admin>,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Some(&tenant))?;
+    state
+        .store
+        .get_tenant(&tenant)
+        .map(|t| Json(json!(t)))
+        .ok_or_else(|| ApiError::not_found(format!("tenant `{tenant}` does not exist")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    #[serde(default)]
+    name: Option<String>,
+    scopes: Vec<String>,
+}
+
+/// `POST /v1/tenants/{tenant}/keys`
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Scoped<Admin>,
+    Path(tenant): Path<String>,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let tenant = caller.tenant(Some(&tenant))?;
+    let mut scopes = Vec::new();
+    for name in &body.scopes {
+        let scope = Scope::parse(name).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("unknown scope `{name}`; scopes are ingest, read and admin"),
+            )
+            .with_details(json!({"field": "scopes"}))
+        })?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    if scopes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "`scopes` must list at least one of ingest, read, admin",
+        )
+        .with_details(json!({"field": "scopes"})));
+    }
+    let name = body.name.unwrap_or_else(|| "unnamed".into());
+    if name.chars().count() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "`name` must be at most 200 characters",
+        ));
+    }
+    let store = state.store.clone();
+    let created = blocking(move || store.create_key(&tenant, &name, &scopes)).await??;
+    let mut body = json!(created.key);
+    body["key"] = json!(created.key_secret);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// `GET /v1/tenants/{tenant}/keys`
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Scoped<Admin>,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Some(&tenant))?;
+    if state.store.get_tenant(&tenant).is_none() {
+        return Err(ApiError::not_found(format!(
+            "tenant `{tenant}` does not exist"
+        )));
+    }
+    let store = state.store.clone();
+    let keys = blocking(move || store.list_keys(&tenant)).await??;
+    Ok(Json(json!({"items": keys})))
+}
+
+/// `DELETE /v1/tenants/{tenant}/keys/{id}`
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Scoped<Admin>,
+    Path((tenant, key_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Some(&tenant))?;
+    let store = state.store.clone();
+    blocking(move || store.revoke_key(&tenant, &key_id)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}

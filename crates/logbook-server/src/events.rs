@@ -1,0 +1,403 @@
+//! `/v1/events`: ingest (`POST`), list (`GET`) and get (`GET /{id}`). Events are immutable: other methods
+//! answer 405.
+
+use crate::auth::{Ingest, Read, Scoped};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use logbook_core::cursor::Cursor;
+use logbook_core::event::{Event, NewEvent};
+use logbook_core::filter::query_string::{Format, Order, RawQuery as QueryPairs};
+use logbook_core::time::{now_millis, Millis};
+use logbook_store::{AppendRequest, IdempotencyKey, Position};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+
+/// `{"events": [...]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+/// One event of a request body, with where it was.
+struct RawEvent<'a> {
+    text: &'a str,
+    line: Option<usize>,
+}
+
+fn is_jsonl(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(false);
+    };
+    let content_type = content_type.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    match essence {
+        "application/json" | "" => Ok(false),
+        "application/x-ndjson" | "application/jsonl" | "application/x-jsonl" | "application/ndjson" => Ok(true),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type `{other}` is not accepted; send application/json or application/x-ndjson"),
+        )),
+    }
+}
+
+fn json_syntax_error(error: serde_json::Error, line_offset: Option<usize>) -> ApiError {
+    let message = format!("the request body is not valid JSON: {error}");
+    let mut details =
+        json!({"line": error.line() + line_offset.unwrap_or(0), "column": error.column()});
+    if let Some(line) = line_offset {
+        details = json!({"line": line + 1, "column": error.column()});
+    }
+    ApiError::bad_request("invalid_json", message).with_details(details)
+}
+
+/// Splits a body into its events' JSON texts.
+fn split_body<'a>(body: &'a str, jsonl: bool) -> Result<Vec<RawEvent<'a>>, ApiError> {
+    if jsonl {
+        return Ok(body
+            .split('\n')
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(index, line)| RawEvent {
+                text: line.trim_end_matches('\r'),
+                line: Some(index + 1),
+            })
+            .collect());
+    }
+    match body.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|e| json_syntax_error(e, None))?;
+            Ok(items.into_iter().map(|raw| RawEvent { text: raw.get(), line: None }).collect())
+        }
+        Some(b'{') => match serde_json::from_str::<Envelope>(body) {
+            Ok(envelope) => Ok(envelope.events.into_iter().map(|raw| RawEvent { text: raw.get(), line: None }).collect()),
+            Err(_) => {
+                // Not an envelope: a single event. Check the syntax once for a precise error.
+                let _: &RawValue = serde_json::from_str(body).map_err(|e| json_syntax_error(e, None))?;
+                Ok(vec![RawEvent { text: body.trim(), line: None }])
+            }
+        },
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body must be an event object, an array of events, {\"events\": [...]}, or JSON lines",
+        )),
+        None => Err(ApiError::bad_request("invalid_event", "the request body is empty; send at least one event")),
+    }
+}
+
+/// `POST /v1/events`
+pub async fn ingest(
+    State(state): State<AppState>,
+    caller: Scoped<Ingest>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let jsonl = is_jsonl(&headers)?;
+    let bytes: Bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::payload_too_large(format!(
+                "the request body exceeds {} bytes; split it into smaller batches",
+                state.config.max_body_bytes
+            ))
+        })?;
+    let text = std::str::from_utf8(&bytes).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the request body is not valid UTF-8 (byte {})",
+                error.valid_up_to()
+            ),
+        )
+    })?;
+    let raw_events = split_body(text, jsonl)?;
+    let limits = &state.config.limits;
+    if raw_events.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            "the request contains no events",
+        ));
+    }
+    if raw_events.len() > limits.max_batch_events {
+        return Err(ApiError::payload_too_large(format!(
+            "the request has {} events; at most {} are accepted per request",
+            raw_events.len(),
+            limits.max_batch_events
+        )));
+    }
+    let default_tenant = query
+        .as_deref()
+        .map(QueryPairs::parse)
+        .and_then(|pairs| pairs.get("tenant").map(str::to_string));
+    let now = now_millis();
+    let mut events = Vec::with_capacity(raw_events.len());
+    for (index, raw) in raw_events.iter().enumerate() {
+        let locate = |error: ApiError| {
+            let mut details = error.details.clone().unwrap_or_else(|| json!({}));
+            details["index"] = json!(index);
+            if let Some(line) = raw.line {
+                details["line"] = json!(line);
+            }
+            let prefix = match raw.line {
+                Some(line) => format!("event {index} (line {line}): "),
+                None => format!("event {index}: "),
+            };
+            ApiError {
+                message: format!("{prefix}{}", error.message),
+                details: Some(details),
+                ..error
+            }
+        };
+        let value: Value = serde_json::from_str(raw.text)
+            .map_err(|e| locate(json_syntax_error(e, raw.line.map(|l| l - 1))))?;
+        let new_event = NewEvent::from_json(value, raw.text.len(), limits, now).map_err(|e| {
+            let error = ApiError::from(e);
+            if error.message.contains("bytes of JSON") {
+                locate(ApiError::payload_too_large(error.message.clone()))
+            } else {
+                locate(error)
+            }
+        })?;
+        let tenant = caller
+            .tenant(new_event.tenant.as_deref().or(default_tenant.as_deref()))
+            .map_err(locate)?;
+        events.push((tenant, new_event));
+    }
+    let idempotency = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 256)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        "the Idempotency-Key header must be 1 to 256 visible characters",
+                    )
+                })?;
+            Some(IdempotencyKey {
+                scope: caller.idempotency_scope(),
+                key: key.to_string(),
+                fingerprint: hex::encode(Sha256::digest(&bytes)),
+            })
+        }
+        None => None,
+    };
+    let count = events.len() as u64;
+    let store = state.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        store.append(AppendRequest {
+            events,
+            idempotency,
+        })
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    metrics::histogram!("logbook_ingest_request_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("logbook_ingest_events_total").increment(count);
+    let mut response = (
+        StatusCode::CREATED,
+        Json(json!({"items": outcome.receipts})),
+    )
+        .into_response();
+    if outcome.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// `GET /v1/events/{id}`
+pub async fn get_event(
+    State(state): State<AppState>,
+    caller: Scoped<Read>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Event>> {
+    let requested = query
+        .as_deref()
+        .map(QueryPairs::parse)
+        .and_then(|pairs| pairs.get("tenant").map(str::to_string));
+    let tenants = match (&requested, caller.is_admin()) {
+        (None, true) => state
+            .store
+            .list_tenants()
+            .into_iter()
+            .map(|tenant| tenant.id)
+            .collect(),
+        _ => vec![caller.tenant(requested.as_deref())?],
+    };
+    let store = state.store.clone();
+    let lookup_id = id.clone();
+    let found = tokio::task::spawn_blocking(move || -> logbook_store::Result<Option<Event>> {
+        for tenant in tenants {
+            if let Some(event) = store.get(&tenant, &lookup_id)? {
+                return Ok(Some(event));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no event `{id}`")))
+}
+
+/// `GET /v1/events`
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Scoped<Read>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let pairs = QueryPairs::parse(query.as_deref().unwrap_or(""));
+    let secret = &state.cursor_secret;
+    let cursor = match pairs.get("cursor").filter(|text| !text.is_empty()) {
+        Some(text) => Some(Cursor::decode(text, secret)?),
+        None => None,
+    };
+    let now: Millis = cursor
+        .as_ref()
+        .map(|cursor| cursor.now)
+        .unwrap_or_else(now_millis);
+    let list_query = pairs.to_list_query(now)?;
+    let tenant = caller.tenant(list_query.tenant.as_deref())?;
+    let fingerprint = pairs.fingerprint();
+    if let Some(cursor) = &cursor {
+        if cursor.tenant != tenant {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "this cursor belongs to another tenant's listing",
+            ));
+        }
+        if cursor.fingerprint != fingerprint || cursor.order() != list_query.order {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "the query parameters changed since this cursor was issued; repeat them unchanged with the cursor",
+            ));
+        }
+    }
+    let after = cursor.as_ref().map(|cursor| Position {
+        created_at: cursor.created_at,
+        seq: cursor.seq,
+    });
+    let store = state.store.clone();
+    let query_for_store = list_query.clone();
+    let list_tenant = tenant.clone();
+    let page =
+        tokio::task::spawn_blocking(move || store.list(&list_tenant, &query_for_store, after))
+            .await
+            .map_err(|_| ApiError::internal())??;
+    let next_cursor = page.next.map(|position| {
+        Cursor {
+            tenant,
+            descending: list_query.order == Order::Desc,
+            created_at: position.created_at,
+            seq: position.seq,
+            now,
+            fingerprint,
+        }
+        .encode(secret)
+    });
+    let has_more = next_cursor.is_some();
+    let format = list_query
+        .format
+        .unwrap_or_else(|| format_from_accept(&headers));
+    metrics::histogram!("logbook_query_seconds").record(started.elapsed().as_secs_f64());
+    Ok(render_page(format, &page.items, next_cursor, has_more))
+}
+
+fn format_from_accept(headers: &HeaderMap) -> Format {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/x-ndjson")
+        || accept.contains("application/jsonl")
+        || accept.contains("application/ndjson")
+    {
+        Format::Jsonl
+    } else if accept.contains("text/csv") {
+        Format::Csv
+    } else {
+        Format::Json
+    }
+}
+
+fn render_page(
+    format: Format,
+    items: &[Event],
+    next_cursor: Option<String>,
+    has_more: bool,
+) -> Response {
+    match format {
+        Format::Json => {
+            Json(json!({"items": items, "next_cursor": next_cursor, "has_more": has_more}))
+                .into_response()
+        }
+        Format::Jsonl => {
+            let mut body = Vec::with_capacity(items.len() * 700);
+            for event in items {
+                serde_json::to_writer(&mut body, event).expect("an event serializes");
+                body.push(b'\n');
+            }
+            serde_json::to_writer(
+                &mut body,
+                &json!({"next_cursor": next_cursor, "has_more": has_more}),
+            )
+            .expect("serializes");
+            body.push(b'\n');
+            with_paging_headers(
+                ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response(),
+                &next_cursor,
+                has_more,
+            )
+        }
+        Format::Csv => {
+            let body = crate::csv::render(items);
+            with_paging_headers(
+                ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
+                &next_cursor,
+                has_more,
+            )
+        }
+    }
+}
+
+fn with_paging_headers(
+    mut response: Response,
+    next_cursor: &Option<String>,
+    has_more: bool,
+) -> Response {
+    let headers = response.headers_mut();
+    if let Some(cursor) = next_cursor {
+        if let Ok(value) = HeaderValue::from_str(cursor) {
+            headers.insert("x-next-cursor", value);
+        }
+    }
+    headers.insert(
+        "x-has-more",
+        HeaderValue::from_static(if has_more { "true" } else { "false" }),
+    );
+    response
+}
+
+/// Any method events do not support.
+pub async fn immutable() -> ApiError {
+    ApiError::method_not_allowed()
+}

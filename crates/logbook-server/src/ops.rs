@@ -1,0 +1,54 @@
+//! Operations endpoints: health, Prometheus metrics, and the fallbacks.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// `GET /healthz`: 200 once the store is open and serving.
+pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let stats = state.store.stats();
+    Json(json!({"status": "ok", "events": stats.events, "tenants": stats.tenants}))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats())
+        .await
+        .unwrap_or_default();
+    metrics::gauge!("logbook_events").set(stats.events as f64);
+    metrics::gauge!("logbook_tenants").set(stats.tenants as f64);
+    metrics::gauge!("logbook_wal_bytes").set(stats.wal_bytes as f64);
+    // The index is updated before each acknowledgement, so no acknowledged event is ever unindexed.
+    metrics::gauge!("logbook_index_lag_events").set(0.0);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /`: a placeholder page until the dashboard lands.
+pub async fn index() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html><head><meta charset=utf-8><title>Logbook</title></head><body>\
+         <h1>Logbook</h1><p>The event and audit log service is running. API: <code>/v1/events</code>; \
+         description: <a href=\"/openapi.json\">/openapi.json</a>; health: <a href=\"/healthz\">/healthz</a>.</p></body></html>",
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /openapi.json for the API")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}

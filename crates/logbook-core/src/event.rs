@@ -345,13 +345,15 @@ impl NewEvent {
                     resources.insert(key, text);
                 }
             }
-            Some(other) => return Err(Error::invalid_event(
-                "resources",
-                format!(
+            Some(other) => {
+                return Err(Error::invalid_event(
+                    "resources",
+                    format!(
                     "`resources` must be an object of ids like {{\"bot_id\": \"bot_1\"}}, got {}",
                     json_kind(&other)
                 ),
-            )),
+                ))
+            }
         }
         let context = match fields.remove("context") {
             None | Some(Value::Null) => Map::new(),

@@ -127,9 +127,11 @@ impl RawQuery {
                 "limit" | "take" => {
                     query.limit = match value.trim().parse::<usize>() {
                         Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-                        _ => return Err(Error::invalid_filter(format!(
+                        _ => {
+                            return Err(Error::invalid_filter(format!(
                             "`{name}` must be a whole number from 1 to {MAX_LIMIT}, got `{value}`"
-                        ))),
+                        )))
+                        }
                     }
                 }
                 "order" => {

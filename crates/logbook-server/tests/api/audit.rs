@@ -1,0 +1,62 @@
+//! Audit events through the API: defaults and the server-computed diff.
+
+use crate::support::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn audit_defaults_and_diffs_for_created_updated_deleted() {
+    let server = TestServer::new();
+    let key = server.tenant("acme", &["ingest", "read"]).await;
+    let receipts = server
+        .ingest(&key, json!([
+            {"action": "created", "actor": "u_42", "entity": {"type": "story", "id": "st_9", "name": "Welcome"},
+             "changes": {"after": {"name": "Hello World!", "steps": [{"id": 1}], "is_active": true}}},
+            {"action": "UPDATED", "actor": {"id": "u_42", "name": "Alice"}, "entity": {"type": "story", "id": "st_9"},
+             "changes": {"before": {"name": "Hello World!", "steps": [{"id": 1}], "is_active": true},
+                         "after": {"name": "Good Morning 🌞", "steps": [{"id": 1}, {"id": 2}], "is_active": true}}},
+            {"action": "DELETED", "entity": {"type": "story", "id": "st_9"},
+             "changes": {"before": {"name": "Good Morning 🌞"}, "diff": [{"path": "/ignored", "op": "added"}]}}
+        ]))
+        .await;
+    let get = |index: usize| {
+        let id = receipts[index]["id"].as_str().unwrap().to_string();
+        let server = &server;
+        let key = key.clone();
+        async move { server.get(&format!("/v1/events/{id}"), &key).await.json() }
+    };
+    let created = get(0).await;
+    assert_eq!(created["type"], "story.created");
+    assert_eq!(created["action"], "CREATED");
+    assert_eq!(created["actor"], json!({"id": "u_42"}));
+    assert_eq!(
+        created["changes"]["diff"],
+        json!([
+            {"path": "/is_active", "op": "added", "after": true},
+            {"path": "/name", "op": "added", "after": "Hello World!"},
+            {"path": "/steps/0/id", "op": "added", "after": 1}
+        ])
+    );
+    let updated = get(1).await;
+    assert_eq!(updated["type"], "story.updated");
+    assert_eq!(
+        updated["changes"]["diff"],
+        json!([
+            {"path": "/name", "op": "changed", "before": "Hello World!", "after": "Good Morning 🌞"},
+            {"path": "/steps/1/id", "op": "added", "after": 2}
+        ])
+    );
+    let deleted = get(2).await;
+    assert_eq!(
+        deleted["changes"]["diff"],
+        json!([{"path": "/name", "op": "removed", "before": "Good Morning 🌞"}])
+    );
+    assert!(deleted["changes"].get("after").is_none());
+    let timeline = server
+        .list_all(&key, "entity_type=story&entity_id=st_9&order=asc", 10)
+        .await;
+    let actions: Vec<&str> = timeline
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["CREATED", "UPDATED", "DELETED"]);
+}

@@ -1,0 +1,9 @@
+//! HTTP API behaviour, through the router without a socket. One test binary, split by concern.
+
+mod support;
+
+mod audit;
+mod auth_and_tenants;
+mod filters;
+mod ingest;
+mod pagination;

@@ -20,10 +20,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
                     _ => "invalid_request",
                 };
-                let status = if status.is_client_error() {
-                    status
-                } else {
-                    StatusCode::BAD_REQUEST
+                let status = match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE => status,
+                    _ => StatusCode::BAD_REQUEST,
                 };
                 Err(ApiError::new(status, code, rejection.body_text()))
             }

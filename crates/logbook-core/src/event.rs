@@ -36,7 +36,7 @@ impl Default for Limits {
 }
 
 /// Who acted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
     pub id: String,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none", default)]
@@ -46,7 +46,7 @@ pub struct Actor {
 }
 
 /// What was acted upon.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entity {
     #[serde(rename = "type")]
     pub entity_type: String,
@@ -57,18 +57,20 @@ pub struct Entity {
 }
 
 /// Before/after snapshots of an audited entity and the server-computed delta between them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Changes {
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
     #[serde(default)]
     pub diff: Vec<DiffEntry>,
 }
 
 /// Whether the action succeeded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     #[default]
@@ -86,7 +88,7 @@ impl Outcome {
 }
 
 /// A stored event, exactly as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
     pub seq: u64,
@@ -94,8 +96,10 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
     #[serde(with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-22T10:00:00.123Z")]
     pub created_at: Millis,
     #[serde(with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: Millis,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub actor: Option<Actor>,
@@ -106,12 +110,14 @@ pub struct Event {
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub resources: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Map::is_empty", default)]
+    #[schema(value_type = Object)]
     pub context: Map<String, Value>,
     #[serde(default)]
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub changes: Option<Changes>,

@@ -13,7 +13,7 @@ use logbook_store::Scope;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     id: String,
@@ -38,6 +38,8 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// `POST /v1/tenants`
+#[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = CreateTenant,
+    responses((status = 201, body = logbook_store::Tenant), (status = 400, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     caller: Scoped<Admin>,
@@ -60,6 +62,7 @@ pub async fn create_tenant(
 }
 
 /// `GET /v1/tenants`
+#[utoipa::path(get, path = "/v1/tenants", tag = "admin", responses((status = 200, body = crate::openapi::TenantList), (status = 403, body = crate::openapi::ErrorBody)))]
 pub async fn list_tenants(
     State(state): State<AppState>,
     caller: Scoped<Admin>,
@@ -69,6 +72,8 @@ pub async fn list_tenants(
 }
 
 /// `GET /v1/tenants/{tenant}`
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "admin", params(("tenant" = String, Path)),
+    responses((status = 200, body = logbook_store::Tenant), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
     caller: Scoped<Admin>,
@@ -82,7 +87,7 @@ pub async fn get_tenant(
         .ok_or_else(|| ApiError::not_found(format!("tenant `{tenant}` does not exist")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     #[serde(default)]
@@ -91,6 +96,8 @@ pub struct CreateKey {
 }
 
 /// `POST /v1/tenants/{tenant}/keys`
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", tag = "admin", params(("tenant" = String, Path)), request_body = CreateKey,
+    responses((status = 201, body = crate::openapi::CreatedKeyBody), (status = 400, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Scoped<Admin>,
@@ -133,6 +140,8 @@ pub async fn create_key(
 }
 
 /// `GET /v1/tenants/{tenant}/keys`
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", tag = "admin", params(("tenant" = String, Path)),
+    responses((status = 200, body = crate::openapi::KeyList), (status = 403, body = crate::openapi::ErrorBody)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Scoped<Admin>,
@@ -150,6 +159,8 @@ pub async fn list_keys(
 }
 
 /// `DELETE /v1/tenants/{tenant}/keys/{id}`
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}", tag = "admin", params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Scoped<Admin>,

@@ -95,7 +95,19 @@ fn split_body<'a>(body: &'a str, jsonl: bool) -> Result<Vec<RawEvent<'a>>, ApiEr
     }
 }
 
-/// `POST /v1/events`
+/// `POST /v1/events`: one event, an array, `{"events": [...]}`, or JSON lines; all or nothing.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = Vec<crate::openapi::EventInput>, description = "An event object, an array of events, \
+        {\"events\": [...]}, or application/x-ndjson (one event per line)", content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the original receipts for 24 h"),
+           ("tenant" = Option<String>, Query, description = "Default tenant of the events (admin key)")),
+    responses(
+        (status = 201, description = "Every event is durable", body = crate::openapi::IngestResponse),
+        (status = 400, description = "Invalid event or JSON; details.index (and details.line) name the first bad event", body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Event, body or batch too large", body = crate::openapi::ErrorBody),
+        (status = 415, body = crate::openapi::ErrorBody)))]
 pub async fn ingest(
     State(state): State<AppState>,
     caller: Scoped<Ingest>,
@@ -221,6 +233,9 @@ pub async fn ingest(
 }
 
 /// `GET /v1/events/{id}`
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "Event id, evt_..."), ("tenant" = Option<String>, Query, description = "Tenant (admin key)")),
+    responses((status = 200, body = Event), (status = 404, description = "Absent or another tenant's", body = crate::openapi::ErrorBody)))]
 pub async fn get_event(
     State(state): State<AppState>,
     caller: Scoped<Read>,
@@ -258,6 +273,19 @@ pub async fn get_event(
 }
 
 /// `GET /v1/events`
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50 (alias take)"),
+        ("order" = Option<String>, Query, description = "desc (default) or asc, by created_at then seq"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page; repeat the other parameters unchanged"),
+        ("since" = Option<String>, Query, description = "Inclusive lower bound on created_at (RFC 3339, epoch ms, relative)"),
+        ("until" = Option<String>, Query, description = "Exclusive upper bound on created_at"),
+        ("format" = Option<String>, Query, description = "json (default), jsonl or csv; Accept: application/x-ndjson also selects jsonl"),
+        ("q" = Option<String>, Query, description = "Text query: field:value terms, -negation, :> :>= :< :<=, prefix*, \"phrases\""),
+        ("tenant" = Option<String>, Query, description = "Tenant to read (admin key)"),
+        ("filter[<field>][<op>]" = Option<String>, Query, description = "Structured filter; ops eq ne gt gte lt lte contains not_contains prefix in not_in exists"),
+        ("type" = Option<String>, Query, description = "Shorthand equality (also action, actor, entity_type, entity_id, outcome, <key>_id, meta.<path>); commas mean any of")),
+    responses((status = 200, body = crate::openapi::EventPage), (status = 400, description = "invalid_filter or invalid_cursor", body = crate::openapi::ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
     caller: Scoped<Read>,

@@ -9,12 +9,14 @@ use axum::Json;
 use serde_json::json;
 
 /// `GET /healthz`: 200 once the store is open and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(), responses((status = 200, description = "Serving")))]
 pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let stats = state.store.stats();
     Json(json!({"status": "ok", "events": stats.events, "tenants": stats.tenants}))
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(), responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let store = state.store.clone();
     let stats = tokio::task::spawn_blocking(move || store.stats())

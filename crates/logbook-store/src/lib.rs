@@ -28,7 +28,7 @@ use logbook_core::filter::query_string::ListQuery;
 use serde::{Deserialize, Serialize};
 
 /// What the API returns for each ingested event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub id: String,
     pub seq: u64,

@@ -113,6 +113,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // the input is the RFC 8785 test vector, digits included
     fn rfc8785_sample_numbers_and_strings() {
         let value = json!({"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
                            "string": "\u{20ac}$\u{000F}\u{000a}A'B\"\\\\\"/"});

@@ -21,7 +21,7 @@ use crate::{
     Receipt, Scope, StoreStats, Tenant,
 };
 use crossbeam_channel::{Receiver, Sender};
-use logbook_core::event::{new_event_id, Assigned, Event};
+use logbook_core::event::{new_event_id, Assigned, Event, NewEvent};
 use logbook_core::filter::query_string::ListQuery;
 use logbook_core::filter::{Field, Filter, Operand, Predicate};
 use logbook_core::time::{now_millis, Millis, MAX_MILLIS, MIN_MILLIS};
@@ -545,20 +545,48 @@ struct WriterState {
     last_prune: Millis,
 }
 
+/// Where a request's receipt for one input event comes from.
+enum Slot {
+    /// The request's own new event at this position of `Plan::Write::events`.
+    New(usize),
+    /// An event stored by an earlier group (per-event idempotency key).
+    Existing(Receipt),
+    /// An event of an earlier request of this group with the same per-event key.
+    Staged { plan: usize, position: usize },
+}
+
 /// What the writer decided for one request of a group; plans and replies share their index.
 enum Plan {
     Done(Result<AppendOutcome>),
-    Write {
-        record: usize,
-        events: Vec<Event>,
-        receipts: Vec<Receipt>,
-        idempotency: Option<StoredIdempotency>,
-    },
+    Write(Box<WritePlan>),
     /// Same request-level key as the earlier request `leader` of the group: answer with its receipts.
     Follow {
         leader: usize,
         fingerprint: String,
     },
+}
+
+struct WritePlan {
+    /// New events with their identities, until built.
+    pending: Vec<(NewEvent, Assigned)>,
+    events: Vec<Event>,
+    slots: Vec<Slot>,
+    receipts: Vec<Receipt>,
+    idempotency: Option<IdempotencyKey>,
+    received_at: Millis,
+    /// Compressed record and its text, once encoded.
+    encoded: Option<Result<(Vec<u8>, Vec<u8>)>>,
+    record: usize,
+}
+
+impl WritePlan {
+    fn stored_idempotency(&self) -> Option<StoredIdempotency> {
+        self.idempotency.clone().map(|key| StoredIdempotency {
+            key,
+            receipts: self.receipts.clone(),
+            at: self.received_at,
+        })
+    }
 }
 
 fn idempotency_conflict(key: &str) -> StoreError {
@@ -577,6 +605,31 @@ fn replay(stored: &StoredIdempotency, fingerprint: &str) -> Result<AppendOutcome
     } else {
         Err(idempotency_conflict(&stored.key.key))
     }
+}
+
+/// Runs `work` on every item, split across the machine's cores when there is enough of it.
+fn parallel_for_each<T: Send>(items: &mut [&mut T], weight: usize, work: impl Fn(&mut T) + Sync) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    if threads <= 1 || weight < 256 || items.len() < 2 {
+        for item in items.iter_mut() {
+            work(item);
+        }
+        return;
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let work = &work;
+        for part in items.chunks_mut(chunk) {
+            scope.spawn(move || {
+                for item in part.iter_mut() {
+                    work(item);
+                }
+            });
+        }
+    });
 }
 
 impl WriterState {
@@ -607,18 +660,16 @@ impl WriterState {
             .retain(|_, (_, at)| now - *at < IDEMPOTENCY_WINDOW_MILLIS);
     }
 
-    /// Decides every request of the group, appends their records, syncs once, publishes, acknowledges.
+    /// Decides every request of the group, builds and encodes the records (in parallel), appends them, syncs
+    /// once, publishes to the index, acknowledges.
     fn commit_group(&mut self, group: Vec<WriteRequest>) {
         let received_at = now_millis();
         self.prune(received_at);
         let mut replies = Vec::with_capacity(group.len());
         let mut plans = Vec::with_capacity(group.len());
-        let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
-        let mut texts: Vec<Vec<u8>> = Vec::new();
         let mut staged_seqs: HashMap<String, u64> = HashMap::new();
         let mut staged_request_keys: HashMap<(String, String), usize> = HashMap::new();
-        let mut staged_event_keys: HashMap<(String, String), Receipt> = HashMap::new();
-
+        let mut staged_event_keys: HashMap<(String, String), (usize, usize)> = HashMap::new();
         for WriteRequest { request, reply } in group {
             replies.push(reply);
             let plan = self.plan_request(
@@ -629,28 +680,86 @@ impl WriterState {
                 &mut staged_event_keys,
                 plans.len(),
             );
-            let plan = match plan {
-                Plan::Write {
-                    events,
-                    receipts,
-                    idempotency,
-                    ..
-                } => match self.encode(&events, &idempotency) {
-                    Ok((compressed, text)) => {
-                        records.push((KIND_EVENTS, compressed));
-                        texts.push(text);
-                        Plan::Write {
-                            record: records.len() - 1,
-                            events,
-                            receipts,
-                            idempotency,
-                        }
-                    }
-                    Err(error) => Plan::Done(Err(error)),
-                },
-                other => other,
-            };
             plans.push(plan);
+        }
+
+        // Build the events (diff, hash) in parallel; then resolve receipts; then encode in parallel.
+        let weight: usize = plans
+            .iter()
+            .map(|plan| {
+                if let Plan::Write(write) = plan {
+                    write.pending.len()
+                } else {
+                    0
+                }
+            })
+            .sum();
+        {
+            let mut writes: Vec<&mut WritePlan> = plans
+                .iter_mut()
+                .filter_map(|plan| {
+                    if let Plan::Write(write) = plan {
+                        Some(&mut **write)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            parallel_for_each(&mut writes, weight, |write| {
+                write.events = std::mem::take(&mut write.pending)
+                    .into_iter()
+                    .map(|(event, assigned)| event.into_event(assigned))
+                    .collect();
+            });
+        }
+        for index in 0..plans.len() {
+            let Plan::Write(write) = &plans[index] else {
+                continue;
+            };
+            let receipts: Vec<Receipt> = write
+                .slots
+                .iter()
+                .map(|slot| match slot {
+                    Slot::New(position) => receipt_of(&write.events[*position]),
+                    Slot::Existing(receipt) => receipt.clone(),
+                    Slot::Staged { plan, position } => match &plans[*plan] {
+                        Plan::Write(leader) => receipt_of(&leader.events[*position]),
+                        _ => unreachable!("a staged key points at a written plan"),
+                    },
+                })
+                .collect();
+            if let Plan::Write(write) = &mut plans[index] {
+                write.receipts = receipts;
+            }
+        }
+        let level = self.compression_level;
+        {
+            let mut writes: Vec<&mut WritePlan> = plans
+                .iter_mut()
+                .filter_map(|plan| {
+                    if let Plan::Write(write) = plan {
+                        Some(&mut **write)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            parallel_for_each(&mut writes, weight, |write| {
+                write.encoded = Some(encode(&write.events, &write.stored_idempotency(), level));
+            });
+        }
+        let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut texts: Vec<Option<Vec<u8>>> = Vec::new();
+        for plan in plans.iter_mut() {
+            let Plan::Write(write) = plan else { continue };
+            match write.encoded.take().expect("every write is encoded") {
+                Ok((compressed, text)) => {
+                    write.record = records.len();
+                    records.push((KIND_EVENTS, compressed));
+                    texts.push(Some(text));
+                }
+                Err(error) => *plan = Plan::Done(Err(error)),
+            }
         }
 
         let appended = if records.is_empty() {
@@ -681,26 +790,17 @@ impl WriterState {
         };
 
         // Durable: publish to the index, then acknowledge.
-        let mut texts: Vec<Option<Vec<u8>>> = texts.into_iter().map(Some).collect();
         let mut stored_events = 0u64;
         for plan in &plans {
-            let Plan::Write {
-                record,
-                events,
-                idempotency,
-                ..
-            } = plan
-            else {
-                continue;
-            };
-            let position = positions[*record];
-            if let Some(text) = texts[*record].take() {
+            let Plan::Write(write) = plan else { continue };
+            let position = positions[write.record];
+            if let Some(text) = texts[write.record].take() {
                 self.shared
                     .cache
                     .lock()
                     .put(position, Arc::new(Decoded::new(text)));
             }
-            for (line, event) in events.iter().enumerate() {
+            for (line, event) in write.events.iter().enumerate() {
                 let existing = self.shared.tenant(&event.tenant);
                 let index = match existing {
                     Some(index) => index,
@@ -728,11 +828,9 @@ impl WriterState {
                 }
                 stored_events += 1;
             }
-            if let Some(stored) = idempotency {
-                self.request_keys.insert(
-                    (stored.key.scope.clone(), stored.key.key.clone()),
-                    stored.clone(),
-                );
+            if let Some(stored) = write.stored_idempotency() {
+                self.request_keys
+                    .insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
             }
         }
         self.shared
@@ -744,26 +842,22 @@ impl WriterState {
         for plan in &plans {
             let result = match plan {
                 Plan::Done(_) => None,
-                Plan::Write { receipts, .. } => Some(Ok(AppendOutcome {
-                    receipts: receipts.clone(),
+                Plan::Write(write) => Some(Ok(AppendOutcome {
+                    receipts: write.receipts.clone(),
                     replayed: false,
                 })),
                 Plan::Follow {
                     leader,
                     fingerprint,
                 } => Some(match &plans[*leader] {
-                    Plan::Write {
-                        receipts,
-                        idempotency: Some(stored),
-                        ..
-                    } if &stored.key.fingerprint == fingerprint => Ok(AppendOutcome {
-                        receipts: receipts.clone(),
-                        replayed: true,
-                    }),
-                    Plan::Write {
-                        idempotency: Some(stored),
-                        ..
-                    } => Err(idempotency_conflict(&stored.key.key)),
+                    Plan::Write(write) => match &write.idempotency {
+                        Some(key) if &key.fingerprint == fingerprint => Ok(AppendOutcome {
+                            receipts: write.receipts.clone(),
+                            replayed: true,
+                        }),
+                        Some(key) => Err(idempotency_conflict(&key.key)),
+                        None => unreachable!("a leader has a request-level key"),
+                    },
                     _ => Err(StoreError::Conflict(
                         "a concurrent request with the same Idempotency-Key failed; retry it"
                             .into(),
@@ -789,7 +883,7 @@ impl WriterState {
         received_at: Millis,
         staged_seqs: &mut HashMap<String, u64>,
         staged_request_keys: &mut HashMap<(String, String), usize>,
-        staged_event_keys: &mut HashMap<(String, String), Receipt>,
+        staged_event_keys: &mut HashMap<(String, String), (usize, usize)>,
         plan_index: usize,
     ) -> Plan {
         if let Err(error) = self.wal.check_poisoned() {
@@ -820,8 +914,8 @@ impl WriterState {
                 "tenant `{tenant}` does not exist"
             ))));
         }
-        let mut events = Vec::with_capacity(request.events.len());
-        let mut receipts = Vec::with_capacity(request.events.len());
+        let mut pending = Vec::with_capacity(request.events.len());
+        let mut slots = Vec::with_capacity(request.events.len());
         for (tenant, new_event) in request.events {
             let event_key = new_event
                 .idempotency_key
@@ -831,11 +925,17 @@ impl WriterState {
                 let earlier = self
                     .event_keys
                     .get(event_key)
-                    .filter(|(_, at)| received_at - at < IDEMPOTENCY_WINDOW_MILLIS)
-                    .map(|(receipt, _)| receipt)
-                    .or_else(|| staged_event_keys.get(event_key));
-                if let Some(receipt) = earlier {
-                    receipts.push(receipt.clone());
+                    .filter(|(_, at)| received_at - at < IDEMPOTENCY_WINDOW_MILLIS);
+                if let Some((receipt, _)) = earlier {
+                    slots.push(Slot::Existing(receipt.clone()));
+                    continue;
+                }
+                if let Some(&(plan, position)) = staged_event_keys.get(event_key) {
+                    slots.push(if plan == plan_index {
+                        Slot::New(position)
+                    } else {
+                        Slot::Staged { plan, position }
+                    });
                     continue;
                 }
             }
@@ -844,63 +944,65 @@ impl WriterState {
                 .or_insert_with(|| self.seqs.get(&tenant).copied().unwrap_or(0));
             *seq += 1;
             let created_at = new_event.created_at.unwrap_or(received_at);
-            let event = new_event.into_event(Assigned {
+            let assigned = Assigned {
                 id: new_event_id(created_at),
                 seq: *seq,
                 tenant,
                 received_at,
-            });
-            let receipt = receipt_of(&event);
+            };
             if let Some(event_key) = event_key {
-                staged_event_keys.insert(event_key, receipt.clone());
+                staged_event_keys.insert(event_key, (plan_index, pending.len()));
             }
-            receipts.push(receipt);
-            events.push(event);
+            slots.push(Slot::New(pending.len()));
+            pending.push((new_event, assigned));
         }
-        let idempotency = request.idempotency.map(|key| StoredIdempotency {
-            key,
-            receipts: receipts.clone(),
-            at: received_at,
-        });
-        if events.is_empty() && idempotency.is_none() {
+        if pending.is_empty() && request.idempotency.is_none() {
+            let receipts = slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Existing(receipt) => receipt,
+                    _ => unreachable!("without new events every slot is an existing receipt"),
+                })
+                .collect();
             return Plan::Done(Ok(AppendOutcome {
                 receipts,
                 replayed: false,
             }));
         }
-        if let Some(stored) = &idempotency {
-            staged_request_keys.insert(
-                (stored.key.scope.clone(), stored.key.key.clone()),
-                plan_index,
-            );
+        if let Some(key) = &request.idempotency {
+            staged_request_keys.insert((key.scope.clone(), key.key.clone()), plan_index);
         }
-        Plan::Write {
+        Plan::Write(Box::new(WritePlan {
+            pending,
+            events: Vec::new(),
+            slots,
+            receipts: Vec::new(),
+            idempotency: request.idempotency,
+            received_at,
+            encoded: None,
             record: usize::MAX,
-            events,
-            receipts,
-            idempotency,
-        }
+        }))
     }
+}
 
-    /// The record payload (compressed) and its decompressed text.
-    fn encode(
-        &self,
-        events: &[Event],
-        idempotency: &Option<StoredIdempotency>,
-    ) -> Result<(Vec<u8>, Vec<u8>)> {
-        let header = RecordHeader {
-            v: 1,
-            idempotency: idempotency.clone(),
-        };
-        let mut text = Vec::with_capacity(64 + events.len() * 768);
-        serde_json::to_writer(&mut text, &header).expect("a header serializes");
+/// The record payload (compressed) and its decompressed text.
+fn encode(
+    events: &[Event],
+    idempotency: &Option<StoredIdempotency>,
+    level: i32,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let header = RecordHeader {
+        v: 1,
+        idempotency: idempotency.clone(),
+    };
+    let mut text = Vec::with_capacity(64 + events.len() * 768);
+    serde_json::to_writer(&mut text, &header).expect("a header serializes");
+    text.push(b'\n');
+    for event in events {
+        serde_json::to_writer(&mut text, event).expect("an event serializes");
         text.push(b'\n');
-        for event in events {
-            serde_json::to_writer(&mut text, event).expect("an event serializes");
-            text.push(b'\n');
-        }
-        let compressed = zstd::bulk::compress(&text, self.compression_level)
-            .map_err(|e| StoreError::io("failed to compress a record", e))?;
-        Ok((compressed, text))
     }
+    let compressed = zstd::bulk::compress(&text, level)
+        .map_err(|e| StoreError::io("failed to compress a record", e))?;
+    Ok((compressed, text))
 }

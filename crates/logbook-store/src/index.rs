@@ -20,6 +20,7 @@ use logbook_core::filter::eval::contains_folded;
 use logbook_core::filter::query_string::Order;
 use logbook_core::filter::{Field, FieldKind, Filter, Operand, Predicate};
 use roaring::RoaringBitmap;
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -75,13 +76,165 @@ impl Ord for OrderedNumber {
     }
 }
 
-/// A typed term. The variant order is the dictionary order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Term {
+/// A typed value to index.
+#[derive(Debug, Clone, Copy)]
+pub enum TermRef<'a> {
     Null,
     Bool(bool),
-    Number(OrderedNumber),
-    Text(String),
+    Number(f64),
+    Text(&'a str),
+}
+
+impl<'a> TermRef<'a> {
+    fn of(value: &'a Value) -> Option<TermRef<'a>> {
+        match value {
+            Value::Null => Some(TermRef::Null),
+            Value::Bool(flag) => Some(TermRef::Bool(*flag)),
+            Value::Number(number) => Some(TermRef::Number(number.as_f64().unwrap_or(0.0))),
+            Value::String(text) => Some(TermRef::Text(text)),
+            Value::Array(_) | Value::Object(_) => None,
+        }
+    }
+}
+
+/// The ordinals of one term: most terms of high-cardinality fields (request ids) hold one event, so that case
+/// needs no bitmap.
+#[derive(Debug, Clone)]
+enum Posting {
+    One(u32),
+    Many(RoaringBitmap),
+}
+
+impl Posting {
+    fn insert(&mut self, ordinal: u32) {
+        match self {
+            Posting::One(existing) if *existing == ordinal => {}
+            Posting::One(existing) => {
+                let mut bitmap = RoaringBitmap::new();
+                bitmap.insert(*existing);
+                bitmap.insert(ordinal);
+                *self = Posting::Many(bitmap);
+            }
+            Posting::Many(bitmap) => {
+                bitmap.insert(ordinal);
+            }
+        }
+    }
+
+    fn add_to(&self, out: &mut RoaringBitmap) {
+        match self {
+            Posting::One(ordinal) => {
+                out.insert(*ordinal);
+            }
+            Posting::Many(bitmap) => *out |= bitmap,
+        }
+    }
+}
+
+fn insert_posting(slot: &mut Option<Posting>, ordinal: u32) {
+    match slot {
+        Some(posting) => posting.insert(ordinal),
+        None => *slot = Some(Posting::One(ordinal)),
+    }
+}
+
+/// The term dictionary of one field. Text terms are hashed (ingest is a lookup, not a tree search); ordered
+/// operations on text (ranges, prefix, contains) scan the distinct values, which is proportional to the
+/// field's cardinality, not to the number of events.
+#[derive(Debug, Default)]
+struct FieldTerms {
+    text: FxHashMap<Box<str>, Posting>,
+    numbers: BTreeMap<OrderedNumber, Posting>,
+    trues: Option<Posting>,
+    falses: Option<Posting>,
+    nulls: Option<Posting>,
+}
+
+impl FieldTerms {
+    fn insert(&mut self, term: TermRef<'_>, ordinal: u32) {
+        match term {
+            TermRef::Text(text) => match self.text.get_mut(text) {
+                Some(posting) => posting.insert(ordinal),
+                None => {
+                    self.text.insert(text.into(), Posting::One(ordinal));
+                }
+            },
+            TermRef::Number(number) => match self.numbers.entry(OrderedNumber::new(number)) {
+                std::collections::btree_map::Entry::Occupied(mut entry) => {
+                    entry.get_mut().insert(ordinal)
+                }
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(Posting::One(ordinal));
+                }
+            },
+            TermRef::Bool(true) => insert_posting(&mut self.trues, ordinal),
+            TermRef::Bool(false) => insert_posting(&mut self.falses, ordinal),
+            TermRef::Null => insert_posting(&mut self.nulls, ordinal),
+        }
+    }
+
+    /// Events with a value equal to the operand; for JSON fields also the number, boolean or null it spells
+    /// (the evaluator's `json_compare`).
+    fn equal(&self, operand: &str, json: bool, out: &mut RoaringBitmap) {
+        if let Some(posting) = self.text.get(operand) {
+            posting.add_to(out);
+        }
+        if !json {
+            return;
+        }
+        if let Some(number) = finite_number(operand) {
+            if let Some(posting) = self.numbers.get(&OrderedNumber::new(number)) {
+                posting.add_to(out);
+            }
+        }
+        let special = match operand {
+            "true" => &self.trues,
+            "false" => &self.falses,
+            "null" => &self.nulls,
+            _ => &None,
+        };
+        if let Some(posting) = special {
+            posting.add_to(out);
+        }
+    }
+
+    /// Events with a value whose order relative to the operand is accepted: text lexicographically, numbers
+    /// numerically when the operand is a number.
+    fn compare(
+        &self,
+        operand: &str,
+        json: bool,
+        accept: impl Fn(Ordering) -> bool,
+        out: &mut RoaringBitmap,
+    ) {
+        for (text, posting) in &self.text {
+            if accept(text.as_ref().cmp(operand)) {
+                posting.add_to(out);
+            }
+        }
+        if let (true, Some(wanted)) = (json, finite_number(operand)) {
+            for (number, posting) in &self.numbers {
+                if number.0.partial_cmp(&wanted).is_some_and(&accept) {
+                    posting.add_to(out);
+                }
+            }
+        }
+    }
+
+    fn text_matching(&self, keep: impl Fn(&str) -> bool, out: &mut RoaringBitmap) {
+        for (text, posting) in &self.text {
+            if keep(text) {
+                posting.add_to(out);
+            }
+        }
+    }
+}
+
+fn finite_number(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|number| number.is_finite())
 }
 
 /// A superset of the matching ordinals (`None` = every event), and whether it is exactly the matches.
@@ -111,8 +264,8 @@ pub struct TenantIndex {
     entries: Vec<Entry>,
     by_time: BTreeSet<(i64, u32)>,
     ids: HashMap<u128, u32>,
-    terms: HashMap<Field, BTreeMap<Term, RoaringBitmap>>,
-    present: HashMap<Field, RoaringBitmap>,
+    terms: FxHashMap<Field, FieldTerms>,
+    present: FxHashMap<Field, RoaringBitmap>,
     unindexed: HashSet<Field>,
     words: BTreeMap<String, RoaringBitmap>,
     json_fields: usize,
@@ -187,21 +340,14 @@ impl TenantIndex {
         ];
         for (field, value) in text_fields {
             if let Some(value) = value {
-                self.add_term(field, Term::Text(value.to_string()), ordinal);
+                self.add_term(&field, TermRef::Text(value), ordinal);
             }
         }
         for (key, value) in &event.resources {
-            self.add_term(
-                Field::Resource(key.clone()),
-                Term::Text(value.clone()),
-                ordinal,
-            );
+            self.add_term(&Field::Resource(key.clone()), TermRef::Text(value), ordinal);
         }
         if let Some(description) = &event.description {
-            self.present
-                .entry(Field::Description)
-                .or_default()
-                .insert(ordinal);
+            self.mark_present(&Field::Description, ordinal);
             for word in words_of(description) {
                 self.words.entry(word).or_default().insert(ordinal);
             }
@@ -223,23 +369,34 @@ impl TenantIndex {
         }
     }
 
-    fn add_term(&mut self, field: Field, term: Term, ordinal: u32) {
-        self.present
-            .entry(field.clone())
-            .or_default()
-            .insert(ordinal);
-        if let Term::Text(text) = &term {
+    fn mark_present(&mut self, field: &Field, ordinal: u32) {
+        match self.present.get_mut(field) {
+            Some(bitmap) => {
+                bitmap.insert(ordinal);
+            }
+            None => {
+                self.present
+                    .insert(field.clone(), std::iter::once(ordinal).collect());
+            }
+        }
+    }
+
+    fn add_term(&mut self, field: &Field, term: TermRef<'_>, ordinal: u32) {
+        self.mark_present(field, ordinal);
+        if let TermRef::Text(text) = term {
             if text.len() > MAX_TERM_BYTES {
-                self.unindexed.insert(field);
+                self.unindexed.insert(field.clone());
                 return;
             }
         }
-        self.terms
-            .entry(field)
-            .or_default()
-            .entry(term)
-            .or_default()
-            .insert(ordinal);
+        match self.terms.get_mut(field) {
+            Some(terms) => terms.insert(term, ordinal),
+            None => {
+                let mut terms = FieldTerms::default();
+                terms.insert(term, ordinal);
+                self.terms.insert(field.clone(), terms);
+            }
+        }
     }
 
     fn json_field_allowed(&mut self, field: &Field) -> bool {
@@ -256,10 +413,14 @@ impl TenantIndex {
 
     /// Indexes the metadata value at dotted `path` and below.
     fn add_metadata(&mut self, path: String, value: &Value, ordinal: u32, budget: &mut usize) {
-        let field = Field::Metadata(path.clone());
         if path.split('.').any(str::is_empty) {
             return; // not addressable by any filter path
         }
+        let field = Field::Metadata(path);
+        let Field::Metadata(path) = &field else {
+            unreachable!()
+        };
+        let path = path.clone();
         self.add_json(field, value, ordinal, budget, Some(&path));
     }
 
@@ -276,22 +437,25 @@ impl TenantIndex {
         if !self.json_field_allowed(&field) {
             return;
         }
-        self.present
-            .entry(field.clone())
-            .or_default()
-            .insert(ordinal);
-        let term = match value {
-            Value::Null => Term::Null,
-            Value::Bool(flag) => Term::Bool(*flag),
-            Value::Number(number) => {
-                Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0)))
-            }
-            Value::String(text) => Term::Text(text.clone()),
+        self.mark_present(&field, ordinal);
+        self.add_json_value(&field, value, ordinal, budget, metadata_path);
+    }
+
+    /// The value (or array element) itself: scalars are terms of `field`, arrays are flattened, objects
+    /// continue the metadata path.
+    fn add_json_value(
+        &mut self,
+        field: &Field,
+        value: &Value,
+        ordinal: u32,
+        budget: &mut usize,
+        metadata_path: Option<&str>,
+    ) {
+        match value {
             Value::Array(items) => {
                 for item in items {
-                    self.add_json_element(&field, item, ordinal, budget, metadata_path);
+                    self.add_json_value(field, item, ordinal, budget, metadata_path);
                 }
-                return;
             }
             Value::Object(members) => {
                 if let Some(path) = metadata_path {
@@ -305,57 +469,15 @@ impl TenantIndex {
                         self.add_metadata(format!("{path}.{key}"), child, ordinal, budget);
                     }
                 }
-                return;
-            }
-        };
-        if *budget == 0 {
-            self.unindexed.insert(field);
-            return;
-        }
-        *budget -= 1;
-        self.add_term(field, term, ordinal);
-    }
-
-    /// An array element: scalars are values of the same field, nested arrays are flattened, objects continue
-    /// the metadata path.
-    fn add_json_element(
-        &mut self,
-        field: &Field,
-        item: &Value,
-        ordinal: u32,
-        budget: &mut usize,
-        metadata_path: Option<&str>,
-    ) {
-        match item {
-            Value::Array(_) => self.add_json(field.clone(), item, ordinal, budget, metadata_path),
-            Value::Object(members) => {
-                if let Some(path) = metadata_path {
-                    for (key, child) in members {
-                        if key.contains('.') || key.is_empty() {
-                            self.unindexed
-                                .insert(Field::Metadata(format!("{path}.{key}")));
-                            continue;
-                        }
-                        self.add_metadata(format!("{path}.{key}"), child, ordinal, budget);
-                    }
-                }
             }
             scalar => {
-                let term = match scalar {
-                    Value::Null => Term::Null,
-                    Value::Bool(flag) => Term::Bool(*flag),
-                    Value::Number(number) => {
-                        Term::Number(OrderedNumber::new(number.as_f64().unwrap_or(0.0)))
-                    }
-                    Value::String(text) => Term::Text(text.clone()),
-                    _ => unreachable!("arrays and objects are handled above"),
-                };
                 if *budget == 0 {
                     self.unindexed.insert(field.clone());
                     return;
                 }
                 *budget -= 1;
-                self.add_term(field.clone(), term, ordinal);
+                let term = TermRef::of(scalar).expect("a scalar");
+                self.add_term(field, term, ordinal);
             }
         }
     }
@@ -489,98 +611,40 @@ impl TenantIndex {
         };
         let json = field.kind() == FieldKind::Json;
         let mut result = RoaringBitmap::new();
-        let mut union_range = |lower: Bound<Term>, upper: Bound<Term>| {
-            if range_is_empty(&lower, &upper) {
-                return;
-            }
-            for (_, ordinals) in dictionary.range((lower, upper)) {
-                result |= ordinals;
-            }
+        let text_of = |operand: &Operand| match operand {
+            Operand::Text(text) => Some(text.clone()),
+            Operand::Number(_) => None,
         };
         match predicate {
-            Predicate::Eq(operand)
-            | Predicate::Gt(operand)
-            | Predicate::Gte(operand)
-            | Predicate::Lt(operand)
-            | Predicate::Lte(operand) => {
-                let Operand::Text(text) = operand else {
-                    return Candidates::exact(RoaringBitmap::new());
-                };
-                let number = if json {
-                    text.trim().parse::<f64>().ok().filter(|n| n.is_finite())
-                } else {
-                    None
-                };
-                match predicate {
-                    Predicate::Eq(_) => {
-                        for term in equal_terms(text, json) {
-                            union_range(Bound::Included(term.clone()), Bound::Included(term));
-                        }
-                    }
-                    Predicate::Gt(_) | Predicate::Gte(_) => {
-                        let inclusive = matches!(predicate, Predicate::Gte(_));
-                        let bound = |term| {
-                            if inclusive {
-                                Bound::Included(term)
-                            } else {
-                                Bound::Excluded(term)
-                            }
-                        };
-                        union_range(bound(Term::Text(text.clone())), Bound::Unbounded);
-                        if let Some(number) = number {
-                            union_range(
-                                bound(Term::Number(OrderedNumber::new(number))),
-                                Bound::Included(Term::Number(OrderedNumber(f64::INFINITY))),
-                            );
-                        }
-                    }
-                    _ => {
-                        let inclusive = matches!(predicate, Predicate::Lte(_));
-                        let bound = |term| {
-                            if inclusive {
-                                Bound::Included(term)
-                            } else {
-                                Bound::Excluded(term)
-                            }
-                        };
-                        union_range(
-                            Bound::Included(Term::Text(String::new())),
-                            bound(Term::Text(text.clone())),
-                        );
-                        if let Some(number) = number {
-                            union_range(
-                                Bound::Included(Term::Number(OrderedNumber(f64::NEG_INFINITY))),
-                                bound(Term::Number(OrderedNumber::new(number))),
-                            );
-                        }
-                    }
+            Predicate::Eq(operand) => {
+                if let Some(text) = text_of(operand) {
+                    dictionary.equal(&text, json, &mut result);
                 }
             }
             Predicate::In(operands) => {
-                for operand in operands {
-                    if let Operand::Text(text) = operand {
-                        for term in equal_terms(text, json) {
-                            union_range(Bound::Included(term.clone()), Bound::Included(term));
-                        }
-                    }
+                for text in operands.iter().filter_map(text_of) {
+                    dictionary.equal(&text, json, &mut result);
+                }
+            }
+            Predicate::Gt(operand)
+            | Predicate::Gte(operand)
+            | Predicate::Lt(operand)
+            | Predicate::Lte(operand) => {
+                if let Some(text) = text_of(operand) {
+                    let accept = |ordering: Ordering| match predicate {
+                        Predicate::Gt(_) => ordering == Ordering::Greater,
+                        Predicate::Gte(_) => ordering != Ordering::Less,
+                        Predicate::Lt(_) => ordering == Ordering::Less,
+                        _ => ordering != Ordering::Greater,
+                    };
+                    dictionary.compare(&text, json, accept, &mut result);
                 }
             }
             Predicate::Contains(needle) => {
-                for (term, ordinals) in dictionary.range(Term::Text(String::new())..) {
-                    if let Term::Text(text) = term {
-                        if contains_folded(text, needle) {
-                            result |= ordinals;
-                        }
-                    }
-                }
+                dictionary.text_matching(|text| contains_folded(text, needle), &mut result)
             }
             Predicate::Prefix(prefix) => {
-                for (term, ordinals) in dictionary.range(Term::Text(prefix.clone())..) {
-                    match term {
-                        Term::Text(text) if text.starts_with(prefix.as_str()) => result |= ordinals,
-                        _ => break,
-                    }
-                }
+                dictionary.text_matching(|text| text.starts_with(prefix.as_str()), &mut result)
             }
             Predicate::Exists => unreachable!("handled above"),
         }
@@ -728,23 +792,4 @@ fn range_is_empty<T: Ord>(lower: &Bound<T>, upper: &Bound<T>) -> bool {
         (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
         _ => false,
     }
-}
-
-/// The terms equal to a text operand: the text, and for JSON fields the number, boolean or null it spells.
-fn equal_terms(text: &str, json: bool) -> Vec<Term> {
-    let mut terms = vec![Term::Text(text.to_string())];
-    if json {
-        if let Ok(number) = text.trim().parse::<f64>() {
-            if number.is_finite() {
-                terms.push(Term::Number(OrderedNumber::new(number)));
-            }
-        }
-        match text {
-            "true" => terms.push(Term::Bool(true)),
-            "false" => terms.push(Term::Bool(false)),
-            "null" => terms.push(Term::Null),
-            _ => {}
-        }
-    }
-    terms
 }

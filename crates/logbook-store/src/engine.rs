@@ -183,6 +183,7 @@ pub struct EmbeddedStore {
     shared: Arc<Shared>,
     sender: Mutex<Option<Sender<WriteRequest>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    indexer: Mutex<Option<JoinHandle<()>>>,
     _lock: File,
 }
 
@@ -296,6 +297,12 @@ impl EmbeddedStore {
             events: AtomicU64::new(events),
         });
         let (sender, receiver) = crossbeam_channel::unbounded();
+        let (publisher, published) = crossbeam_channel::bounded(4);
+        let indexer_shared = shared.clone();
+        let indexer = std::thread::Builder::new()
+            .name("logbook-indexer".into())
+            .spawn(move || run_indexer(indexer_shared, published))
+            .map_err(|e| StoreError::io("failed to start the indexer thread", e))?;
         let state = WriterState {
             wal: wal_writer,
             shared: shared.clone(),
@@ -304,6 +311,7 @@ impl EmbeddedStore {
             event_keys,
             compression_level: options.compression_level,
             last_prune: now,
+            publisher,
         };
         let writer = std::thread::Builder::new()
             .name("logbook-wal-writer".into())
@@ -313,6 +321,7 @@ impl EmbeddedStore {
             shared,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
+            indexer: Mutex::new(Some(indexer)),
             _lock: lock,
         })
     }
@@ -520,8 +529,12 @@ impl EventStore for EmbeddedStore {
 
     fn shutdown(&self) -> Result<()> {
         self.sender.lock().take();
+        // The writer drains its queue and exits, dropping the indexer's channel; the indexer then drains too.
         if let Some(writer) = self.writer.lock().take() {
             let _ = writer.join();
+        }
+        if let Some(indexer) = self.indexer.lock().take() {
+            let _ = indexer.join();
         }
         Ok(())
     }
@@ -543,6 +556,8 @@ struct WriterState {
     event_keys: HashMap<(String, String), (Receipt, Millis)>,
     compression_level: i32,
     last_prune: Millis,
+    /// Hands durable groups to the indexer thread.
+    publisher: Sender<PublishBatch>,
 }
 
 /// Where a request's receipt for one input event comes from.
@@ -789,36 +804,11 @@ impl WriterState {
             }
         };
 
-        // Durable: publish to the index, then acknowledge.
-        let mut stored_events = 0u64;
+        // Durable. The writer's own state (seqs, idempotency keys) moves on at once; publishing to the index and
+        // acknowledging happen on the indexer thread, in group order, while the writer takes the next group.
         for plan in &plans {
             let Plan::Write(write) = plan else { continue };
-            let position = positions[write.record];
-            if let Some(text) = texts[write.record].take() {
-                self.shared
-                    .cache
-                    .lock()
-                    .put(position, Arc::new(Decoded::new(text)));
-            }
-            for (line, event) in write.events.iter().enumerate() {
-                let existing = self.shared.tenant(&event.tenant);
-                let index = match existing {
-                    Some(index) => index,
-                    None => self
-                        .shared
-                        .tenants
-                        .write()
-                        .entry(event.tenant.clone())
-                        .or_default()
-                        .clone(),
-                };
-                index.write().insert(
-                    event,
-                    Location {
-                        record: position,
-                        line: line as u32,
-                    },
-                );
+            for event in &write.events {
                 self.seqs.insert(event.tenant.clone(), event.seq);
                 if let Some(key) = &event.idempotency_key {
                     self.event_keys.insert(
@@ -826,53 +816,20 @@ impl WriterState {
                         (receipt_of(event), event.received_at),
                     );
                 }
-                stored_events += 1;
             }
             if let Some(stored) = write.stored_idempotency() {
                 self.request_keys
                     .insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
             }
         }
-        self.shared
-            .events
-            .fetch_add(stored_events, AtomicOrdering::Relaxed);
-        metrics::counter!("logbook_events_stored_total").increment(stored_events);
-
-        let mut results: Vec<Option<Result<AppendOutcome>>> = Vec::with_capacity(plans.len());
-        for plan in &plans {
-            let result = match plan {
-                Plan::Done(_) => None,
-                Plan::Write(write) => Some(Ok(AppendOutcome {
-                    receipts: write.receipts.clone(),
-                    replayed: false,
-                })),
-                Plan::Follow {
-                    leader,
-                    fingerprint,
-                } => Some(match &plans[*leader] {
-                    Plan::Write(write) => match &write.idempotency {
-                        Some(key) if &key.fingerprint == fingerprint => Ok(AppendOutcome {
-                            receipts: write.receipts.clone(),
-                            replayed: true,
-                        }),
-                        Some(key) => Err(idempotency_conflict(&key.key)),
-                        None => unreachable!("a leader has a request-level key"),
-                    },
-                    _ => Err(StoreError::Conflict(
-                        "a concurrent request with the same Idempotency-Key failed; retry it"
-                            .into(),
-                    )),
-                }),
-            };
-            results.push(result);
-        }
-        for ((plan, result), reply) in plans.into_iter().zip(results).zip(&replies) {
-            let result = match (plan, result) {
-                (Plan::Done(result), _) => result,
-                (_, Some(result)) => result,
-                (_, None) => unreachable!("every non-final plan has a result"),
-            };
-            let _ = reply.send(result);
+        let batch = PublishBatch {
+            plans,
+            positions,
+            texts,
+            replies,
+        };
+        if let Err(crossbeam_channel::SendError(batch)) = self.publisher.send(batch) {
+            publish(&self.shared, batch);
         }
     }
 
@@ -1005,4 +962,108 @@ fn encode(
     let compressed = zstd::bulk::compress(&text, level)
         .map_err(|e| StoreError::io("failed to compress a record", e))?;
     Ok((compressed, text))
+}
+
+/// A durable group, handed from the writer to the indexer thread.
+struct PublishBatch {
+    plans: Vec<Plan>,
+    positions: Vec<RecordPosition>,
+    texts: Vec<Option<Vec<u8>>>,
+    replies: Vec<Sender<Result<AppendOutcome>>>,
+}
+
+/// The indexer thread: publishes each durable group to the index and then acknowledges its requests.
+fn run_indexer(shared: Arc<Shared>, receiver: Receiver<PublishBatch>) {
+    while let Ok(batch) = receiver.recv() {
+        publish(&shared, batch);
+    }
+}
+
+/// Adds a durable group's events to the index and the record cache, then answers every request of the group.
+fn publish(shared: &Shared, batch: PublishBatch) {
+    let PublishBatch {
+        plans,
+        positions,
+        mut texts,
+        replies,
+    } = batch;
+    let mut stored_events = 0u64;
+    for plan in &plans {
+        let Plan::Write(write) = plan else { continue };
+        let position = positions[write.record];
+        if let Some(text) = texts[write.record].take() {
+            shared
+                .cache
+                .lock()
+                .put(position, Arc::new(Decoded::new(text)));
+        }
+        let mut current: Option<(String, Arc<RwLock<TenantIndex>>)> = None;
+        for (line, event) in write.events.iter().enumerate() {
+            let index = match &current {
+                Some((tenant, index)) if *tenant == event.tenant => index.clone(),
+                _ => {
+                    let existing = shared.tenant(&event.tenant);
+                    let index = match existing {
+                        Some(index) => index,
+                        None => shared
+                            .tenants
+                            .write()
+                            .entry(event.tenant.clone())
+                            .or_default()
+                            .clone(),
+                    };
+                    current = Some((event.tenant.clone(), index.clone()));
+                    index
+                }
+            };
+            index.write().insert(
+                event,
+                Location {
+                    record: position,
+                    line: line as u32,
+                },
+            );
+            stored_events += 1;
+        }
+    }
+    shared
+        .events
+        .fetch_add(stored_events, AtomicOrdering::Relaxed);
+    metrics::counter!("logbook_events_stored_total").increment(stored_events);
+
+    let mut results: Vec<Option<Result<AppendOutcome>>> = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        let result = match plan {
+            Plan::Done(_) => None,
+            Plan::Write(write) => Some(Ok(AppendOutcome {
+                receipts: write.receipts.clone(),
+                replayed: false,
+            })),
+            Plan::Follow {
+                leader,
+                fingerprint,
+            } => Some(match &plans[*leader] {
+                Plan::Write(write) => match &write.idempotency {
+                    Some(key) if &key.fingerprint == fingerprint => Ok(AppendOutcome {
+                        receipts: write.receipts.clone(),
+                        replayed: true,
+                    }),
+                    Some(key) => Err(idempotency_conflict(&key.key)),
+                    None => unreachable!("a leader has a request-level key"),
+                },
+                _ => Err(StoreError::Conflict(
+                    "a concurrent request with the same Idempotency-Key failed; retry it".into(),
+                )),
+            }),
+        };
+        results.push(result);
+    }
+    for ((plan, result), reply) in plans.into_iter().zip(results).zip(&replies) {
+        let result = match (plan, result) {
+            (Plan::Done(result), _) => result,
+            (_, Some(result)) => result,
+            (_, None) => unreachable!("every non-final plan has a result"),
+        };
+        let _ = reply.send(result);
+    }
 }

@@ -13,7 +13,7 @@ use logbook_core::cursor::Cursor;
 use logbook_core::event::{Event, NewEvent};
 use logbook_core::filter::query_string::{Format, Order, RawQuery as QueryPairs};
 use logbook_core::time::{now_millis, Millis};
-use logbook_store::{AppendRequest, IdempotencyKey, Position};
+use logbook_store::{AppendRequest, IdempotencyKey, Position, RawEvent};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -29,7 +29,7 @@ struct Envelope<'a> {
 }
 
 /// One event of a request body, with where it was.
-struct RawEvent<'a> {
+struct InputEvent<'a> {
     text: &'a str,
     line: Option<usize>,
 }
@@ -62,13 +62,13 @@ fn json_syntax_error(error: serde_json::Error, line_offset: Option<usize>) -> Ap
 }
 
 /// Splits a body into its events' JSON texts.
-fn split_body<'a>(body: &'a str, jsonl: bool) -> Result<Vec<RawEvent<'a>>, ApiError> {
+fn split_body<'a>(body: &'a str, jsonl: bool) -> Result<Vec<InputEvent<'a>>, ApiError> {
     if jsonl {
         return Ok(body
             .split('\n')
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(index, line)| RawEvent {
+            .map(|(index, line)| InputEvent {
                 text: line.trim_end_matches('\r'),
                 line: Some(index + 1),
             })
@@ -77,14 +77,14 @@ fn split_body<'a>(body: &'a str, jsonl: bool) -> Result<Vec<RawEvent<'a>>, ApiEr
     match body.trim_start().as_bytes().first() {
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|e| json_syntax_error(e, None))?;
-            Ok(items.into_iter().map(|raw| RawEvent { text: raw.get(), line: None }).collect())
+            Ok(items.into_iter().map(|raw| InputEvent { text: raw.get(), line: None }).collect())
         }
         Some(b'{') => match serde_json::from_str::<Envelope>(body) {
-            Ok(envelope) => Ok(envelope.events.into_iter().map(|raw| RawEvent { text: raw.get(), line: None }).collect()),
+            Ok(envelope) => Ok(envelope.events.into_iter().map(|raw| InputEvent { text: raw.get(), line: None }).collect()),
             Err(_) => {
                 // Not an envelope: a single event. Check the syntax once for a precise error.
                 let _: &RawValue = serde_json::from_str(body).map_err(|e| json_syntax_error(e, None))?;
-                Ok(vec![RawEvent { text: body.trim(), line: None }])
+                Ok(vec![InputEvent { text: body.trim(), line: None }])
             }
         },
         Some(_) => Err(ApiError::bad_request(
@@ -347,7 +347,7 @@ pub async fn list_events(
         .format
         .unwrap_or_else(|| format_from_accept(&headers));
     metrics::histogram!("logbook_query_seconds").record(started.elapsed().as_secs_f64());
-    Ok(render_page(format, &page.items, next_cursor, has_more))
+    render_page(format, &page.items, next_cursor, has_more)
 }
 
 fn format_from_accept(headers: &HeaderMap) -> Format {
@@ -369,27 +369,41 @@ fn format_from_accept(headers: &HeaderMap) -> Format {
 
 fn render_page(
     format: Format,
-    items: &[Event],
+    items: &[RawEvent],
     next_cursor: Option<String>,
     has_more: bool,
-) -> Response {
-    match format {
+) -> ApiResult<Response> {
+    let trailer = json!({"next_cursor": next_cursor, "has_more": has_more});
+    let response = match format {
         Format::Json => {
-            Json(json!({"items": items, "next_cursor": next_cursor, "has_more": has_more}))
-                .into_response()
+            // Stored events are already the API's JSON: splice them instead of parsing and serializing.
+            let mut body = String::with_capacity(
+                64 + items.iter().map(|item| item.json.len() + 1).sum::<usize>(),
+            );
+            body.push_str("{\"items\":[");
+            for (position, item) in items.iter().enumerate() {
+                if position > 0 {
+                    body.push(',');
+                }
+                body.push_str(&item.json);
+            }
+            body.push_str("],\"next_cursor\":");
+            body.push_str(&trailer["next_cursor"].to_string());
+            body.push_str(",\"has_more\":");
+            body.push_str(if has_more { "true" } else { "false" });
+            body.push('}');
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Format::Jsonl => {
-            let mut body = Vec::with_capacity(items.len() * 700);
-            for event in items {
-                serde_json::to_writer(&mut body, event).expect("an event serializes");
-                body.push(b'\n');
+            let mut body = String::with_capacity(
+                64 + items.iter().map(|item| item.json.len() + 1).sum::<usize>(),
+            );
+            for item in items {
+                body.push_str(&item.json);
+                body.push('\n');
             }
-            serde_json::to_writer(
-                &mut body,
-                &json!({"next_cursor": next_cursor, "has_more": has_more}),
-            )
-            .expect("serializes");
-            body.push(b'\n');
+            body.push_str(&trailer.to_string());
+            body.push('\n');
             with_paging_headers(
                 ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response(),
                 &next_cursor,
@@ -397,14 +411,23 @@ fn render_page(
             )
         }
         Format::Csv => {
-            let body = crate::csv::render(items);
+            let events: Vec<Event> = items
+                .iter()
+                .map(RawEvent::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|error| {
+                    tracing::error!(%error, "a stored event does not parse");
+                    ApiError::internal()
+                })?;
+            let body = crate::csv::render(&events);
             with_paging_headers(
                 ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
                 &next_cursor,
                 has_more,
             )
         }
-    }
+    };
+    Ok(response)
 }
 
 fn with_paging_headers(

@@ -18,7 +18,7 @@ use crate::index::{Location, TenantIndex};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{
     ApiKey, AppendOutcome, AppendRequest, CreatedKey, EventStore, IdempotencyKey, Page, Position,
-    Receipt, Scope, StoreStats, Tenant,
+    RawEvent, Receipt, Scope, StoreStats, Tenant,
 };
 use crossbeam_channel::{Receiver, Sender};
 use logbook_core::event::{new_event_id, Assigned, Event, NewEvent};
@@ -156,6 +156,24 @@ impl Shared {
         let decoded = Arc::new(Decoded::new(text));
         self.cache.lock().put(position, decoded.clone());
         Ok(decoded)
+    }
+
+    fn corrupt(&self, location: Location, reason: String) -> StoreError {
+        StoreError::Corruption {
+            file: wal::segment_path(&self.wal_dir, location.record.segment),
+            offset: location.record.offset,
+            reason: format!("event {}: {reason}", location.line),
+        }
+    }
+
+    /// The record holding an event and the byte range of the event's JSON in it.
+    fn raw(&self, location: Location) -> Result<(Arc<Decoded>, (u32, u32))> {
+        let decoded = self.record(location.record)?;
+        let range = *decoded
+            .events
+            .get(location.line as usize)
+            .ok_or_else(|| self.corrupt(location, "missing from its record".into()))?;
+        Ok((decoded, range))
     }
 
     fn load(&self, location: Location) -> Result<Event> {
@@ -442,7 +460,7 @@ impl EventStore for EmbeddedStore {
             )
         });
         let wanted = query.limit + 1;
-        let mut items = Vec::with_capacity(wanted.min(1024));
+        let mut items: Vec<RawEvent> = Vec::with_capacity(wanted.min(1024));
         let mut failure = None;
         index.scan(
             candidates.bitmap.as_ref(),
@@ -450,16 +468,44 @@ impl EventStore for EmbeddedStore {
             high,
             after,
             query.order,
-            |ordinal| match self.shared.load(index.entry(ordinal).location) {
-                Ok(event) => {
-                    if candidates.exact || query.filter.matches(&event) {
-                        items.push(event);
+            |ordinal| {
+                let entry = index.entry(ordinal);
+                let checked = self
+                    .shared
+                    .raw(entry.location)
+                    .and_then(|(decoded, range)| {
+                        let bytes = &decoded.text[range.0 as usize..range.1 as usize];
+                        if !candidates.exact {
+                            let event: Event = serde_json::from_slice(bytes).map_err(|e| {
+                                self.shared
+                                    .corrupt(entry.location, format!("event does not parse: {e}"))
+                            })?;
+                            if !query.filter.matches(&event) {
+                                return Ok(None);
+                            }
+                        }
+                        let json = std::str::from_utf8(bytes).map_err(|_| {
+                            self.shared
+                                .corrupt(entry.location, "event is not UTF-8".into())
+                        })?;
+                        Ok(Some(RawEvent {
+                            json: json.into(),
+                            position: Position {
+                                created_at: entry.created_at,
+                                seq: u64::from(ordinal) + 1,
+                            },
+                        }))
+                    });
+                match checked {
+                    Ok(Some(item)) => {
+                        items.push(item);
+                        items.len() < wanted
                     }
-                    items.len() < wanted
-                }
-                Err(error) => {
-                    failure = Some(error);
-                    false
+                    Ok(None) => true,
+                    Err(error) => {
+                        failure = Some(error);
+                        false
+                    }
                 }
             },
         );
@@ -469,10 +515,7 @@ impl EventStore for EmbeddedStore {
         let has_more = items.len() > query.limit;
         items.truncate(query.limit);
         let next = if has_more {
-            items.last().map(|event| Position {
-                created_at: event.created_at,
-                seq: event.seq,
-            })
+            items.last().map(|item| item.position)
         } else {
             None
         };

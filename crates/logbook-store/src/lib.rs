@@ -67,10 +67,24 @@ pub struct Position {
     pub seq: u64,
 }
 
+/// A stored event as the API's JSON text (the engine keeps events in that form, so listings copy bytes
+/// instead of parsing and serializing again).
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub json: Box<str>,
+    pub position: Position,
+}
+
+impl RawEvent {
+    pub fn parse(&self) -> serde_json::Result<Event> {
+        serde_json::from_str(&self.json)
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page {
-    pub items: Vec<Event>,
+    pub items: Vec<RawEvent>,
     /// Where the next page starts, if there is one.
     pub next: Option<Position>,
 }

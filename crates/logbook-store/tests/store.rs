@@ -45,7 +45,11 @@ fn list_all(store: &EmbeddedStore, tenant: &str, query: &str, limit: usize) -> V
     loop {
         let page = store.list(tenant, &query, after).expect("list");
         assert!(page.items.len() <= limit);
-        out.extend(page.items);
+        out.extend(
+            page.items
+                .iter()
+                .map(|item| item.parse().expect("stored JSON parses")),
+        );
         match page.next {
             Some(next) => after = Some(next),
             None => return out,

@@ -30,7 +30,7 @@ pub fn write_canonical(value: &Value, out: &mut String) {
                 out.push_str(buffer.format(float));
             }
         }
-        Value::String(text) => write_canonical_string(text, out),
+        Value::String(text) => write_canonical_str(text, out),
         Value::Array(items) => {
             out.push('[');
             for (position, item) in items.iter().enumerate() {
@@ -41,25 +41,47 @@ pub fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        Value::Object(members) => {
-            let mut names: Vec<&String> = members.keys().collect();
-            names.sort_by(|left, right| left.encode_utf16().cmp(right.encode_utf16()));
-            out.push('{');
-            for (position, name) in names.into_iter().enumerate() {
-                if position > 0 {
-                    out.push(',');
-                }
-                write_canonical_string(name, out);
-                out.push(':');
-                write_canonical(&members[name.as_str()], out);
-            }
-            out.push('}');
-        }
+        Value::Object(members) => write_canonical_map(members, out),
     }
 }
 
-fn write_canonical_string(text: &str, out: &mut String) {
+/// Appends the canonical form of an object.
+pub fn write_canonical_map(members: &serde_json::Map<String, Value>, out: &mut String) {
+    out.push('{');
+    let mut write_member = |position: usize, name: &str, value: &Value| {
+        if position > 0 {
+            out.push(',');
+        }
+        write_canonical_str(name, out);
+        out.push(':');
+        write_canonical(value, out);
+    };
+    // The map iterates in byte order, which is UTF-16 order whenever every name is ASCII.
+    if members.keys().all(|name| name.is_ascii()) {
+        for (position, (name, value)) in members.iter().enumerate() {
+            write_member(position, name, value);
+        }
+    } else {
+        let mut names: Vec<&String> = members.keys().collect();
+        names.sort_by(|left, right| left.encode_utf16().cmp(right.encode_utf16()));
+        for (position, name) in names.into_iter().enumerate() {
+            write_member(position, name, &members[name.as_str()]);
+        }
+    }
+    out.push('}');
+}
+
+/// Appends a canonical JSON string.
+pub fn write_canonical_str(text: &str, out: &mut String) {
     out.push('"');
+    if !text
+        .bytes()
+        .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+    {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     for character in text.chars() {
         match character {
             '"' => out.push_str("\\\""),

@@ -129,11 +129,152 @@ pub struct Event {
 impl Event {
     /// Recomputes the hash from the event's other fields (see [`canonical`] for the exact bytes).
     pub fn compute_hash(&self) -> String {
-        let mut json = serde_json::to_value(self).expect("an event always serializes");
-        if let Value::Object(members) = &mut json {
-            members.remove("hash");
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.canonical_form().as_bytes()))
+    }
+
+    /// The RFC 8785 canonical form of the event's API JSON without `hash`, written straight from the typed
+    /// fields (no intermediate JSON tree). Members are emitted in sorted order; every key Logbook itself
+    /// names, and every resource and context key (validated to ASCII), sorts the same in bytes and in UTF-16.
+    /// Equal to `canonical::event_hash` of the serialized event, which a test checks.
+    pub fn canonical_form(&self) -> String {
+        let mut out = String::with_capacity(512);
+        let mut members = CanonicalObject::new(&mut out);
+        if let Some(action) = &self.action {
+            members.string("action", action);
         }
-        canonical::event_hash(&json)
+        if let Some(actor) = &self.actor {
+            members.key("actor");
+            let mut inner = CanonicalObject::new(members.out());
+            inner.string("id", &actor.id);
+            if let Some(name) = &actor.name {
+                inner.string("name", name);
+            }
+            if let Some(actor_type) = &actor.actor_type {
+                inner.string("type", actor_type);
+            }
+            inner.finish();
+        }
+        if let Some(changes) = &self.changes {
+            members.key("changes");
+            let mut inner = CanonicalObject::new(members.out());
+            if let Some(after) = &changes.after {
+                inner.value("after", after);
+            }
+            if let Some(before) = &changes.before {
+                inner.value("before", before);
+            }
+            inner.key("diff");
+            let out = inner.out();
+            out.push('[');
+            for (position, entry) in changes.diff.iter().enumerate() {
+                if position > 0 {
+                    out.push(',');
+                }
+                let mut item = CanonicalObject::new(out);
+                if let Some(after) = &entry.after {
+                    item.value("after", after);
+                }
+                if let Some(before) = &entry.before {
+                    item.value("before", before);
+                }
+                item.string(
+                    "op",
+                    match entry.op {
+                        crate::diff::DiffOp::Added => "added",
+                        crate::diff::DiffOp::Removed => "removed",
+                        crate::diff::DiffOp::Changed => "changed",
+                    },
+                );
+                item.string("path", &entry.path);
+                item.finish();
+            }
+            inner.out().push(']');
+            inner.finish();
+        }
+        if !self.context.is_empty() {
+            members.key("context");
+            canonical::write_canonical_map(&self.context, members.out());
+        }
+        members.string("created_at", &time::format_millis(self.created_at));
+        if let Some(description) = &self.description {
+            members.string("description", description);
+        }
+        if let Some(entity) = &self.entity {
+            members.key("entity");
+            let mut inner = CanonicalObject::new(members.out());
+            if let Some(id) = &entity.id {
+                inner.string("id", id);
+            }
+            if let Some(name) = &entity.name {
+                inner.string("name", name);
+            }
+            inner.string("type", &entity.entity_type);
+            inner.finish();
+        }
+        members.string("id", &self.id);
+        if let Some(key) = &self.idempotency_key {
+            members.string("idempotency_key", key);
+        }
+        if let Some(metadata) = &self.metadata {
+            members.value("metadata", metadata);
+        }
+        members.string("outcome", self.outcome.as_str());
+        members.string("received_at", &time::format_millis(self.received_at));
+        if !self.resources.is_empty() {
+            members.key("resources");
+            let mut inner = CanonicalObject::new(members.out());
+            for (key, value) in &self.resources {
+                inner.string(key, value);
+            }
+            inner.finish();
+        }
+        members.key("seq");
+        members.out().push_str(&self.seq.to_string());
+        members.string("tenant", &self.tenant);
+        members.string("type", &self.event_type);
+        members.finish();
+        out
+    }
+}
+
+/// Writes an object's members in the order given (the caller gives them sorted).
+struct CanonicalObject<'a> {
+    out: &'a mut String,
+    empty: bool,
+}
+
+impl<'a> CanonicalObject<'a> {
+    fn new(out: &'a mut String) -> Self {
+        out.push('{');
+        CanonicalObject { out, empty: true }
+    }
+
+    fn key(&mut self, name: &str) {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        canonical::write_canonical_str(name, self.out);
+        self.out.push(':');
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        self.key(name);
+        canonical::write_canonical_str(value, self.out);
+    }
+
+    fn value(&mut self, name: &str, value: &Value) {
+        self.key(name);
+        canonical::write_canonical(value, self.out);
+    }
+
+    fn out(&mut self) -> &mut String {
+        self.out
+    }
+
+    fn finish(self) {
+        self.out.push('}');
     }
 }
 
@@ -731,6 +872,29 @@ mod tests {
         assert_eq!(json["created_at"], "2026-11-22T10:00:00.000Z");
         let round_trip: Event = serde_json::from_value(json).unwrap();
         assert_eq!(round_trip, event);
+    }
+
+    #[test]
+    fn direct_canonical_form_equals_the_generic_one() {
+        let mut generator = crate::demo::DemoGenerator::new(3);
+        let mut inputs: Vec<Value> = (0..500).map(|i| generator.event(NOW - i)).collect();
+        inputs.push(json!({"type": "x", "actor": {"id": "a", "type": "t", "name": "é \u{1F600} \"q\""}, "entity": {"type": "e"},
+            "resources": {"b_id": "1", "a_id": "2"}, "context": {"z": {"\u{FB33}": 1, "\u{1F600}": 2.5}, "a": [1e30, null]},
+            "metadata": {"n": 333333333.33333329, "s": "\u{0001}\t"}, "description": "line\nbreak", "idempotency_key": "k",
+            "changes": {"before": {"a": [1, {"b": true}]}, "after": {"a": "flat"}}}));
+        for input in inputs {
+            let bytes = input.to_string().len();
+            let event = NewEvent::from_json(input, bytes, &Limits::default(), NOW)
+                .unwrap()
+                .into_event(assigned());
+            let mut generic = serde_json::to_value(&event).unwrap();
+            generic.as_object_mut().unwrap().remove("hash");
+            assert_eq!(
+                event.canonical_form(),
+                canonical::to_canonical_string(&generic)
+            );
+            assert_eq!(event.compute_hash(), canonical::event_hash(&generic));
+        }
     }
 
     #[test]

@@ -232,61 +232,30 @@ impl EmbeddedStore {
 
         let started = Instant::now();
         let now = now_millis();
-        let mut tenants: HashMap<String, TenantIndex> = HashMap::new();
-        let mut request_keys = HashMap::new();
-        let mut event_keys = HashMap::new();
-        let mut events = 0u64;
+        let mut recovery = Recovery {
+            wal_dir: wal_dir.clone(),
+            now,
+            ..Recovery::default()
+        };
+        let mut pending: Vec<(RecordPosition, Vec<u8>)> = Vec::new();
         let last = wal::recover(&wal_dir, |position, kind, payload| {
-            let corrupt = |reason: String| StoreError::Corruption {
-                file: wal::segment_path(&wal_dir, position.segment),
-                offset: position.offset,
-                reason,
-            };
             if kind != KIND_EVENTS {
-                return Err(corrupt(format!("unknown record kind {kind}")));
+                return Err(recovery.corrupt(position, format!("unknown record kind {kind}")));
             }
-            let text = zstd::decode_all(payload)
-                .map_err(|e| corrupt(format!("record does not decompress: {e}")))?;
-            let decoded = Decoded::new(text);
-            let header: RecordHeader = serde_json::from_slice(decoded.header())
-                .map_err(|e| corrupt(format!("bad record header: {e}")))?;
-            if let Some(stored) = header.idempotency {
-                if now - stored.at < IDEMPOTENCY_WINDOW_MILLIS {
-                    request_keys.insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
-                }
-            }
-            for line in 0..decoded.events.len() as u32 {
-                let bytes = decoded.event_bytes(line).expect("line exists");
-                let event: Event = serde_json::from_slice(bytes)
-                    .map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?;
-                let index = tenants.entry(event.tenant.clone()).or_default();
-                if event.seq != index.len() as u64 + 1 {
-                    return Err(corrupt(format!(
-                        "tenant {} seq {} follows seq {}",
-                        event.tenant,
-                        event.seq,
-                        index.len()
-                    )));
-                }
-                if let Some(key) = &event.idempotency_key {
-                    if now - event.received_at < IDEMPOTENCY_WINDOW_MILLIS {
-                        event_keys.insert(
-                            (event.tenant.clone(), key.clone()),
-                            (receipt_of(&event), event.received_at),
-                        );
-                    }
-                }
-                index.insert(
-                    &event,
-                    Location {
-                        record: position,
-                        line,
-                    },
-                );
-                events += 1;
+            pending.push((position, payload.to_vec()));
+            if pending.len() >= RECOVERY_BATCH_RECORDS {
+                recovery.apply(std::mem::take(&mut pending))?;
             }
             Ok(())
         })?;
+        recovery.apply(pending)?;
+        let Recovery {
+            tenants,
+            request_keys,
+            event_keys,
+            events,
+            ..
+        } = recovery;
         tracing::info!(
             events,
             tenants = tenants.len(),
@@ -367,6 +336,117 @@ impl EmbeddedStore {
             let index = index.read();
             for ordinal in 0..index.len() as u32 {
                 visit(&self.shared.load(index.entry(ordinal).location)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records decoded together (in parallel) during recovery.
+const RECOVERY_BATCH_RECORDS: usize = 64;
+
+/// What replaying the log builds: the index, the live idempotency keys, the event count.
+#[derive(Default)]
+struct Recovery {
+    wal_dir: PathBuf,
+    now: Millis,
+    tenants: HashMap<String, TenantIndex>,
+    request_keys: HashMap<(String, String), StoredIdempotency>,
+    event_keys: HashMap<(String, String), (Receipt, Millis)>,
+    events: u64,
+}
+
+/// A decompressed and parsed record.
+type DecodedRecord = (RecordPosition, RecordHeader, Vec<Event>);
+
+impl Recovery {
+    fn corrupt(&self, position: RecordPosition, reason: String) -> StoreError {
+        StoreError::Corruption {
+            file: wal::segment_path(&self.wal_dir, position.segment),
+            offset: position.offset,
+            reason,
+        }
+    }
+
+    fn decode(&self, position: RecordPosition, payload: &[u8]) -> Result<DecodedRecord> {
+        let text = zstd::decode_all(payload)
+            .map_err(|e| self.corrupt(position, format!("record does not decompress: {e}")))?;
+        let decoded = Decoded::new(text);
+        let header: RecordHeader = serde_json::from_slice(decoded.header())
+            .map_err(|e| self.corrupt(position, format!("bad record header: {e}")))?;
+        let mut events = Vec::with_capacity(decoded.events.len());
+        for line in 0..decoded.events.len() as u32 {
+            let bytes = decoded.event_bytes(line).expect("line exists");
+            events.push(serde_json::from_slice(bytes).map_err(|e| {
+                self.corrupt(position, format!("event {line} does not parse: {e}"))
+            })?);
+        }
+        Ok((position, header, events))
+    }
+
+    /// Decodes a batch of records on every core, then indexes them in log order.
+    fn apply(&mut self, batch: Vec<(RecordPosition, Vec<u8>)>) -> Result<()> {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let chunk = batch.len().div_ceil(threads).max(1);
+        let this = &*self;
+        let decoded: Vec<Result<DecodedRecord>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = batch
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(position, payload)| this.decode(*position, payload))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("a decoding thread panicked"))
+                .collect()
+        });
+        for record in decoded {
+            let (position, header, events) = record?;
+            if let Some(stored) = header.idempotency {
+                if self.now - stored.at < IDEMPOTENCY_WINDOW_MILLIS {
+                    self.request_keys
+                        .insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
+                }
+            }
+            for (line, event) in events.iter().enumerate() {
+                let index = self.tenants.entry(event.tenant.clone()).or_default();
+                if event.seq != index.len() as u64 + 1 {
+                    let reason = format!(
+                        "tenant {} seq {} follows seq {}",
+                        event.tenant,
+                        event.seq,
+                        index.len()
+                    );
+                    return Err(StoreError::Corruption {
+                        file: wal::segment_path(&self.wal_dir, position.segment),
+                        offset: position.offset,
+                        reason,
+                    });
+                }
+                index.insert(
+                    event,
+                    Location {
+                        record: position,
+                        line: line as u32,
+                    },
+                );
+                if let Some(key) = &event.idempotency_key {
+                    if self.now - event.received_at < IDEMPOTENCY_WINDOW_MILLIS {
+                        self.event_keys.insert(
+                            (event.tenant.clone(), key.clone()),
+                            (receipt_of(event), event.received_at),
+                        );
+                    }
+                }
+                self.events += 1;
             }
         }
         Ok(())

@@ -875,6 +875,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // an RFC 8785 test number, digits included
     fn direct_canonical_form_equals_the_generic_one() {
         let mut generator = crate::demo::DemoGenerator::new(3);
         let mut inputs: Vec<Value> = (0..500).map(|i| generator.event(NOW - i)).collect();

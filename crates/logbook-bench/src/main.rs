@@ -54,6 +54,9 @@ struct Args {
 
 const ADMIN: &str = "bench-admin";
 
+/// The query string of the i-th request of a query shape.
+type QueryFor = Box<dyn Fn(usize) -> String>;
+
 fn directory_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
@@ -256,7 +259,7 @@ async fn main() -> Result<()> {
     // 3. Query shapes.
     let day = 86_400_000i64;
     let mut shapes: Vec<Timings> = Vec::new();
-    let queries: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
+    let queries: Vec<(&str, QueryFor)> = vec![
         (
             "tenant newest page (limit 50)",
             Box::new(|_| "limit=50".to_string()),

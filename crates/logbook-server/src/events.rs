@@ -208,15 +208,15 @@ pub async fn ingest(
         None => None,
     };
     let count = events.len() as u64;
-    let store = state.store.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        store.append(AppendRequest {
+    // Queuing never blocks; the handler then awaits the group commit without holding a thread.
+    let outcome = state
+        .store
+        .submit(AppendRequest {
             events,
             idempotency,
-        })
-    })
-    .await
-    .map_err(|_| ApiError::internal())??;
+        })?
+        .wait()
+        .await?;
     metrics::histogram!("logbook_ingest_request_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("logbook_ingest_events_total").increment(count);
     let mut response = (

@@ -17,8 +17,8 @@ use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{
-    ApiKey, AppendOutcome, AppendRequest, CreatedKey, EventStore, IdempotencyKey, Page, Position,
-    RawEvent, Receipt, Scope, StoreStats, Tenant,
+    ApiKey, AppendOutcome, AppendRequest, CreatedKey, EventStore, IdempotencyKey, Page,
+    PendingAppend, Position, RawEvent, Receipt, Scope, StoreStats, Tenant,
 };
 use crossbeam_channel::{Receiver, Sender};
 use logbook_core::event::{new_event_id, Assigned, Event, NewEvent};
@@ -193,7 +193,7 @@ impl Shared {
 
 struct WriteRequest {
     request: AppendRequest,
-    reply: Sender<Result<AppendOutcome>>,
+    reply: tokio::sync::oneshot::Sender<Result<AppendOutcome>>,
 }
 
 /// The embedded storage engine.
@@ -494,16 +494,14 @@ fn copy_error(error: &StoreError) -> StoreError {
 }
 
 impl EventStore for EmbeddedStore {
-    fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
-        let (reply, outcome) = crossbeam_channel::bounded(1);
-        {
-            let sender = self.sender.lock();
-            let sender = sender.as_ref().ok_or(StoreError::ShuttingDown)?;
-            sender
-                .send(WriteRequest { request, reply })
-                .map_err(|_| StoreError::ShuttingDown)?;
-        }
-        outcome.recv().map_err(|_| StoreError::ShuttingDown)?
+    fn submit(&self, request: AppendRequest) -> Result<PendingAppend> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let sender = self.sender.lock();
+        let sender = sender.as_ref().ok_or(StoreError::ShuttingDown)?;
+        sender
+            .send(WriteRequest { request, reply })
+            .map_err(|_| StoreError::ShuttingDown)?;
+        Ok(PendingAppend::new(outcome))
     }
 
     fn get(&self, tenant: &str, id: &str) -> Result<Option<Event>> {
@@ -916,7 +914,7 @@ impl WriterState {
             Ok(positions) => positions,
             Err(error) => {
                 tracing::error!(%error, "write-ahead log append failed; the group is not acknowledged");
-                for (plan, reply) in plans.into_iter().zip(&replies) {
+                for (plan, reply) in plans.into_iter().zip(replies) {
                     let result = match plan {
                         Plan::Done(result) => result,
                         _ => Err(copy_error(&error)),
@@ -1092,7 +1090,7 @@ struct PublishBatch {
     plans: Vec<Plan>,
     positions: Vec<RecordPosition>,
     texts: Vec<Option<Vec<u8>>>,
-    replies: Vec<Sender<Result<AppendOutcome>>>,
+    replies: Vec<tokio::sync::oneshot::Sender<Result<AppendOutcome>>>,
 }
 
 /// The indexer thread: publishes each durable group to the index and then acknowledges its requests.
@@ -1181,7 +1179,7 @@ fn publish(shared: &Shared, batch: PublishBatch) {
         };
         results.push(result);
     }
-    for ((plan, result), reply) in plans.into_iter().zip(results).zip(&replies) {
+    for ((plan, result), reply) in plans.into_iter().zip(results).zip(replies) {
         let result = match (plan, result) {
             (Plan::Done(result), _) => result,
             (_, Some(result)) => result,

@@ -97,10 +97,36 @@ pub struct StoreStats {
     pub wal_bytes: u64,
 }
 
-/// A storage engine: events, tenants and keys. Methods block; async callers use `spawn_blocking`.
+/// An append in progress: resolves once the request's events are durable and visible to reads (or failed).
+pub struct PendingAppend(tokio::sync::oneshot::Receiver<Result<AppendOutcome>>);
+
+impl PendingAppend {
+    pub fn new(receiver: tokio::sync::oneshot::Receiver<Result<AppendOutcome>>) -> PendingAppend {
+        PendingAppend(receiver)
+    }
+
+    /// Waits without blocking a thread (for async callers).
+    pub async fn wait(self) -> Result<AppendOutcome> {
+        self.0.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Blocks the calling thread (not for use inside an async runtime).
+    pub fn wait_blocking(self) -> Result<AppendOutcome> {
+        self.0
+            .blocking_recv()
+            .map_err(|_| StoreError::ShuttingDown)?
+    }
+}
+
+/// A storage engine: events, tenants and keys. Methods block unless they return a future-like handle; async
+/// callers use `spawn_blocking` for the blocking ones.
 pub trait EventStore: Send + Sync + 'static {
+    /// Queues a request's events for a durable append and returns at once; never blocks on I/O.
+    fn submit(&self, request: AppendRequest) -> Result<PendingAppend>;
     /// Durably appends a request's events; returns only once they are durable and visible to reads.
-    fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
+    fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        self.submit(request)?.wait_blocking()
+    }
     /// One event of `tenant` by id.
     fn get(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
     /// A page of `tenant`'s events matching `query`, strictly after `after` in the query's order.

@@ -23,6 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// mimalloc: ingest and indexing allocate many small objects; it measured faster than the system allocator
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logbook end-to-end benchmark.
 #[derive(Parser, Debug)]
 struct Args {

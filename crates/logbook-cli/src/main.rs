@@ -9,6 +9,11 @@ mod output;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc: ingest and indexing allocate many small objects; it measured faster than the system allocator
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
     config::init_logging(&cli.global);

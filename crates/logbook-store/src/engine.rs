@@ -88,14 +88,12 @@ impl Decoded {
         let mut events = Vec::new();
         let mut start = 0usize;
         let mut first = true;
-        for (position, byte) in text.iter().enumerate() {
-            if *byte == b'\n' {
-                if !first {
-                    events.push((start as u32, position as u32));
-                }
-                first = false;
-                start = position + 1;
+        for newline in memchr::memchr_iter(b'\n', &text) {
+            if !first {
+                events.push((start as u32, newline as u32));
             }
+            first = false;
+            start = newline + 1;
         }
         Decoded { text, events }
     }

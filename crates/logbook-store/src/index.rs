@@ -237,6 +237,13 @@ fn finite_number(text: &str) -> Option<f64> {
         .filter(|number| number.is_finite())
 }
 
+/// One field of a tenant's index.
+#[derive(Debug, Default)]
+struct FieldIndex {
+    present: RoaringBitmap,
+    terms: FieldTerms,
+}
+
 /// A superset of the matching ordinals (`None` = every event), and whether it is exactly the matches.
 #[derive(Debug, Clone)]
 pub struct Candidates {
@@ -264,10 +271,10 @@ pub struct TenantIndex {
     entries: Vec<Entry>,
     by_time: BTreeSet<(i64, u32)>,
     ids: HashMap<u128, u32>,
-    terms: FxHashMap<Field, FieldTerms>,
-    present: FxHashMap<Field, RoaringBitmap>,
+    /// Per field: where it is present, and its term dictionary (one lookup per indexed value).
+    fields: FxHashMap<Field, FieldIndex>,
     unindexed: HashSet<Field>,
-    words: BTreeMap<String, RoaringBitmap>,
+    words: FxHashMap<Box<str>, Posting>,
     json_fields: usize,
 }
 
@@ -349,7 +356,13 @@ impl TenantIndex {
         if let Some(description) = &event.description {
             self.mark_present(&Field::Description, ordinal);
             for word in words_of(description) {
-                self.words.entry(word).or_default().insert(ordinal);
+                match self.words.get_mut(word.as_str()) {
+                    Some(posting) => posting.insert(ordinal),
+                    None => {
+                        self.words
+                            .insert(word.into_boxed_str(), Posting::One(ordinal));
+                    }
+                }
             }
         }
         let mut budget = MAX_LEAVES_PER_EVENT;
@@ -370,37 +383,43 @@ impl TenantIndex {
     }
 
     fn mark_present(&mut self, field: &Field, ordinal: u32) {
-        match self.present.get_mut(field) {
-            Some(bitmap) => {
-                bitmap.insert(ordinal);
+        match self.fields.get_mut(field) {
+            Some(index) => {
+                index.present.insert(ordinal);
             }
             None => {
-                self.present
-                    .insert(field.clone(), std::iter::once(ordinal).collect());
+                let mut index = FieldIndex::default();
+                index.present.insert(ordinal);
+                self.fields.insert(field.clone(), index);
             }
         }
     }
 
     fn add_term(&mut self, field: &Field, term: TermRef<'_>, ordinal: u32) {
-        self.mark_present(field, ordinal);
-        if let TermRef::Text(text) = term {
-            if text.len() > MAX_TERM_BYTES {
-                self.unindexed.insert(field.clone());
-                return;
+        let too_long = matches!(term, TermRef::Text(text) if text.len() > MAX_TERM_BYTES);
+        match self.fields.get_mut(field) {
+            Some(index) => {
+                index.present.insert(ordinal);
+                if !too_long {
+                    index.terms.insert(term, ordinal);
+                }
+            }
+            None => {
+                let mut index = FieldIndex::default();
+                index.present.insert(ordinal);
+                if !too_long {
+                    index.terms.insert(term, ordinal);
+                }
+                self.fields.insert(field.clone(), index);
             }
         }
-        match self.terms.get_mut(field) {
-            Some(terms) => terms.insert(term, ordinal),
-            None => {
-                let mut terms = FieldTerms::default();
-                terms.insert(term, ordinal);
-                self.terms.insert(field.clone(), terms);
-            }
+        if too_long {
+            self.unindexed.insert(field.clone());
         }
     }
 
     fn json_field_allowed(&mut self, field: &Field) -> bool {
-        if self.present.contains_key(field) {
+        if self.fields.contains_key(field) {
             return true;
         }
         if self.json_fields >= MAX_JSON_FIELDS {
@@ -437,7 +456,10 @@ impl TenantIndex {
         if !self.json_field_allowed(&field) {
             return;
         }
-        self.mark_present(&field, ordinal);
+        // Scalars are marked present by `add_term`; containers are present even when empty.
+        if matches!(value, Value::Array(_) | Value::Object(_)) {
+            self.mark_present(&field, ordinal);
+        }
         self.add_json_value(&field, value, ordinal, budget, metadata_path);
     }
 
@@ -550,9 +572,9 @@ impl TenantIndex {
         let mut result: Option<RoaringBitmap> = None;
         for token in words_of(phrase) {
             let mut union = RoaringBitmap::new();
-            for (word, ordinals) in &self.words {
+            for (word, posting) in &self.words {
                 if word.contains(token.as_str()) {
-                    union |= ordinals;
+                    posting.add_to(&mut union);
                 }
             }
             result = Some(match result {
@@ -591,9 +613,12 @@ impl TenantIndex {
             }
             Field::Description => {
                 return match predicate {
-                    Predicate::Exists => {
-                        Candidates::exact(self.present.get(field).cloned().unwrap_or_default())
-                    }
+                    Predicate::Exists => Candidates::exact(
+                        self.fields
+                            .get(field)
+                            .map(|index| index.present.clone())
+                            .unwrap_or_default(),
+                    ),
                     Predicate::Contains(needle) => self.plan_words(needle),
                     _ => Candidates::unknown(),
                 }
@@ -604,9 +629,14 @@ impl TenantIndex {
             return Candidates::unknown();
         }
         if let Predicate::Exists = predicate {
-            return Candidates::exact(self.present.get(field).cloned().unwrap_or_default());
+            return Candidates::exact(
+                self.fields
+                    .get(field)
+                    .map(|index| index.present.clone())
+                    .unwrap_or_default(),
+            );
         }
-        let Some(dictionary) = self.terms.get(field) else {
+        let Some(dictionary) = self.fields.get(field).map(|index| &index.terms) else {
             return Candidates::exact(RoaringBitmap::new());
         };
         let json = field.kind() == FieldKind::Json;

@@ -115,9 +115,7 @@ impl Posting {
                 bitmap.insert(ordinal);
                 *self = Posting::Many(bitmap);
             }
-            Posting::Many(bitmap) => {
-                bitmap.insert(ordinal);
-            }
+            Posting::Many(bitmap) => append(bitmap, ordinal),
         }
     }
 
@@ -128,6 +126,13 @@ impl Posting {
             }
             Posting::Many(bitmap) => *out |= bitmap,
         }
+    }
+}
+
+/// Adds an ordinal; ordinals of a tenant only grow, so this is almost always an O(1) push at the end.
+fn append(bitmap: &mut RoaringBitmap, ordinal: u32) {
+    if bitmap.try_push(ordinal).is_err() {
+        bitmap.insert(ordinal);
     }
 }
 
@@ -385,11 +390,11 @@ impl TenantIndex {
     fn mark_present(&mut self, field: &Field, ordinal: u32) {
         match self.fields.get_mut(field) {
             Some(index) => {
-                index.present.insert(ordinal);
+                append(&mut index.present, ordinal);
             }
             None => {
                 let mut index = FieldIndex::default();
-                index.present.insert(ordinal);
+                append(&mut index.present, ordinal);
                 self.fields.insert(field.clone(), index);
             }
         }
@@ -399,14 +404,14 @@ impl TenantIndex {
         let too_long = matches!(term, TermRef::Text(text) if text.len() > MAX_TERM_BYTES);
         match self.fields.get_mut(field) {
             Some(index) => {
-                index.present.insert(ordinal);
+                append(&mut index.present, ordinal);
                 if !too_long {
                     index.terms.insert(term, ordinal);
                 }
             }
             None => {
                 let mut index = FieldIndex::default();
-                index.present.insert(ordinal);
+                append(&mut index.present, ordinal);
                 if !too_long {
                     index.terms.insert(term, ordinal);
                 }

@@ -317,6 +317,74 @@ const INPUT_FIELDS: &str =
     "type, created_at, actor, action, entity, resources, context, outcome, description, \
                             metadata, changes, idempotency_key, tenant";
 
+/// The top-level fields a client may send, in the order of `INPUT_FIELDS`.
+const INPUT_FIELD_NAMES: [&str; 13] = [
+    "type",
+    "created_at",
+    "actor",
+    "action",
+    "entity",
+    "resources",
+    "context",
+    "outcome",
+    "description",
+    "metadata",
+    "changes",
+    "idempotency_key",
+    "tenant",
+];
+
+/// Takes a named field out of a JSON object (nested objects) or of the event's slots (top level).
+trait TakeField {
+    fn take_field(&mut self, name: &str) -> Option<Value>;
+}
+
+impl TakeField for Map<String, Value> {
+    fn take_field(&mut self, name: &str) -> Option<Value> {
+        self.remove(name)
+    }
+}
+
+/// The event object split into one slot per accepted field.
+struct InputFields {
+    slots: [Option<Value>; INPUT_FIELD_NAMES.len()],
+}
+
+impl InputFields {
+    fn from_map(map: Map<String, Value>) -> Result<InputFields> {
+        let mut slots: [Option<Value>; INPUT_FIELD_NAMES.len()] = Default::default();
+        for (name, value) in map {
+            match INPUT_FIELD_NAMES.iter().position(|known| *known == name) {
+                Some(slot) => slots[slot] = Some(value),
+                None if matches!(name.as_str(), "id" | "seq" | "received_at" | "hash") => {
+                    return Err(Error::invalid_event(
+                        name.clone(),
+                        format!("`{name}` is assigned by the server and cannot be sent"),
+                    ))
+                }
+                None => {
+                    return Err(Error::invalid_event(
+                        name.clone(),
+                        format!("unknown field `{name}`; accepted fields are {INPUT_FIELDS}"),
+                    ))
+                }
+            }
+        }
+        Ok(InputFields { slots })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+}
+
+impl TakeField for InputFields {
+    fn take_field(&mut self, name: &str) -> Option<Value> {
+        let slot = INPUT_FIELD_NAMES.iter().position(|known| *known == name)?;
+        self.slots[slot].take()
+    }
+}
+
 /// Identity of a stored event, assigned by the writer.
 #[derive(Debug, Clone)]
 pub struct Assigned {
@@ -343,36 +411,21 @@ impl NewEvent {
                 field: None,
             });
         }
-        let Value::Object(mut fields) = value else {
+        let Value::Object(fields) = value else {
             return Err(Error::InvalidEvent {
                 message: format!("expected an event object, got {}", json_kind(&value)),
                 field: None,
             });
         };
-        for server_field in ["id", "seq", "received_at", "hash"] {
-            if fields.contains_key(server_field) {
-                return Err(Error::invalid_event(
-                    server_field,
-                    format!("`{server_field}` is assigned by the server and cannot be sent"),
-                ));
-            }
-        }
-        if let Some(unknown) = fields
-            .keys()
-            .find(|name| !INPUT_FIELDS.split(", ").any(|known| known == *name))
-        {
-            return Err(Error::invalid_event(
-                unknown.clone(),
-                format!("unknown field `{unknown}`; accepted fields are {INPUT_FIELDS}"),
-            ));
-        }
+        // One pass over the object: each known field goes to its slot, anything else is refused.
+        let mut fields = InputFields::from_map(fields)?;
 
         let tenant = optional_string(&mut fields, "tenant", 64)?;
         if let Some(tenant) = &tenant {
             validate_tenant_id(tenant)
                 .map_err(|message| Error::invalid_event("tenant", message))?;
         }
-        let actor = match fields.remove("actor") {
+        let actor = match fields.take_field("actor") {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => Some(Actor { id: checked_text("actor", id, 256)?, actor_type: None, name: None }),
             Some(Value::Object(mut actor)) => {
@@ -405,7 +458,7 @@ impl NewEvent {
                 ));
             }
         }
-        let entity = match fields.remove("entity") {
+        let entity = match fields.take_field("entity") {
             None | Some(Value::Null) => None,
             Some(Value::Object(mut entity)) => {
                 let entity_type = optional_string(&mut entity, "type", 128)?.ok_or_else(|| {
@@ -450,7 +503,7 @@ impl NewEvent {
         };
         validate_identifier("type", &event_type)?;
 
-        let created_at = match fields.remove("created_at") {
+        let created_at = match fields.take_field("created_at") {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => {
                 Some(time::parse_time(&text, now).map_err(|message| Error::invalid_event("created_at", message))?)
@@ -473,7 +526,7 @@ impl NewEvent {
         };
 
         let mut resources = BTreeMap::new();
-        match fields.remove("resources") {
+        match fields.take_field("resources") {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (key, value) in map {
@@ -502,7 +555,7 @@ impl NewEvent {
                 ))
             }
         }
-        let context = match fields.remove("context") {
+        let context = match fields.take_field("context") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(map)) => {
                 for key in map.keys() {
@@ -521,7 +574,7 @@ impl NewEvent {
                 ))
             }
         };
-        let outcome = match fields.remove("outcome") {
+        let outcome = match fields.take_field("outcome") {
             None | Some(Value::Null) => Outcome::Success,
             Some(Value::String(text)) if text.eq_ignore_ascii_case("success") => Outcome::Success,
             Some(Value::String(text)) if text.eq_ignore_ascii_case("failure") => Outcome::Failure,
@@ -533,7 +586,7 @@ impl NewEvent {
             }
         };
         let description = optional_string(&mut fields, "description", 16 * 1024)?;
-        let metadata = match fields.remove("metadata") {
+        let metadata = match fields.take_field("metadata") {
             None | Some(Value::Null) => None,
             Some(value @ Value::Object(_)) => {
                 check_depth("metadata", &value, limits.max_depth)?;
@@ -549,7 +602,7 @@ impl NewEvent {
                 ))
             }
         };
-        let (before, after) = match fields.remove("changes") {
+        let (before, after) = match fields.take_field("changes") {
             None | Some(Value::Null) => (None, None),
             Some(Value::Object(mut changes)) => {
                 // A client-sent diff (for example from a re-imported export) is ignored and recomputed.
@@ -719,11 +772,11 @@ fn checked_text(field: &str, text: String, max_chars: usize) -> Result<String> {
 }
 
 fn optional_string(
-    fields: &mut Map<String, Value>,
+    fields: &mut impl TakeField,
     name: &str,
     max_chars: usize,
 ) -> Result<Option<String>> {
-    match fields.remove(name) {
+    match fields.take_field(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => checked_text(name, text, max_chars).map(Some),
         Some(other) => Err(Error::invalid_event(

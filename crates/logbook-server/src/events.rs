@@ -51,13 +51,10 @@ fn is_jsonl(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-fn json_syntax_error(error: serde_json::Error, line_offset: Option<usize>) -> ApiError {
+/// A JSON syntax error; `line` is the JSONL line the text came from (serde's own line is then always 1).
+fn json_syntax_error(error: serde_json::Error, line: Option<usize>) -> ApiError {
     let message = format!("the request body is not valid JSON: {error}");
-    let mut details =
-        json!({"line": error.line() + line_offset.unwrap_or(0), "column": error.column()});
-    if let Some(line) = line_offset {
-        details = json!({"line": line + 1, "column": error.column()});
-    }
+    let details = json!({"line": line.unwrap_or(error.line()), "column": error.column()});
     ApiError::bad_request("invalid_json", message).with_details(details)
 }
 
@@ -172,8 +169,8 @@ pub async fn ingest(
                 ..error
             }
         };
-        let value: Value = serde_json::from_str(raw.text)
-            .map_err(|e| locate(json_syntax_error(e, raw.line.map(|l| l - 1))))?;
+        let value: Value =
+            serde_json::from_str(raw.text).map_err(|e| locate(json_syntax_error(e, raw.line)))?;
         let new_event = NewEvent::from_json(value, raw.text.len(), limits, now).map_err(|e| {
             let error = ApiError::from(e);
             if error.message.contains("bytes of JSON") {

@@ -1,5 +1,6 @@
-//! The embedded engine: one writer thread appending to the WAL with group commit, an in-memory index per
-//! tenant updated before each acknowledgement (read-your-writes), and a cache of decompressed records.
+//! The embedded engine: a writer thread that appends to the WAL with group commit (building and compressing
+//! each group's records on all cores), an indexer thread that adds each durable group to the in-memory index
+//! and only then acknowledges its requests (read-your-writes), and a cache of decompressed records.
 //!
 //! Record payload (zstd-compressed): one header line, then one line per event, each the event's API JSON:
 //!
@@ -9,8 +10,9 @@
 //! ...
 //! ```
 //!
-//! Invariants: an event is in the index only after its record is synced; `seq` is dense per tenant and
-//! assigned only by the writer thread; a request's events share one record (all or nothing).
+//! Invariants: an event is in the index only after its record is synced, and acknowledged only after it is in
+//! the index; groups are published in the order they were written; `seq` is dense per tenant and assigned only
+//! by the writer thread; a request's events share one record (all or nothing).
 
 use crate::catalog::{Catalog, Principal};
 use crate::error::{Result, StoreError};
@@ -741,6 +743,17 @@ fn replay(stored: &StoredIdempotency, fingerprint: &str) -> Result<AppendOutcome
     }
 }
 
+/// The plans of a group that write a record.
+fn write_plans(plans: &mut [Plan]) -> Vec<&mut WritePlan> {
+    plans
+        .iter_mut()
+        .filter_map(|plan| match plan {
+            Plan::Write(write) => Some(&mut **write),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs `work` on every item, split across the machine's cores when there is enough of it.
 fn parallel_for_each<T: Send>(items: &mut [&mut T], weight: usize, work: impl Fn(&mut T) + Sync) {
     let threads = std::thread::available_parallelism()
@@ -829,16 +842,7 @@ impl WriterState {
             })
             .sum();
         {
-            let mut writes: Vec<&mut WritePlan> = plans
-                .iter_mut()
-                .filter_map(|plan| {
-                    if let Plan::Write(write) = plan {
-                        Some(&mut **write)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
+            let mut writes = write_plans(&mut plans);
             parallel_for_each(&mut writes, weight, |write| {
                 write.events = std::mem::take(&mut write.pending)
                     .into_iter()
@@ -868,16 +872,7 @@ impl WriterState {
         }
         let level = self.compression_level;
         {
-            let mut writes: Vec<&mut WritePlan> = plans
-                .iter_mut()
-                .filter_map(|plan| {
-                    if let Plan::Write(write) = plan {
-                        Some(&mut **write)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
+            let mut writes = write_plans(&mut plans);
             parallel_for_each(&mut writes, weight, |write| {
                 write.encoded = Some(encode(&write.events, &write.stored_idempotency(), level));
             });

@@ -3,11 +3,13 @@
 //! Events of a tenant are numbered by ordinal `seq - 1` (seq is dense per tenant). The index keeps:
 //! - `entries[ordinal]`: created_at, received_at, the id (a ULID as `u128`) and where the body is in the log;
 //! - `by_time`: the set of `(created_at, ordinal)`, which is the listing order (`created_at`, then `seq`);
-//! - `terms[field][value]`: a roaring bitmap of ordinals, for every text field, resource and context key, and
-//!   every metadata path (values typed: null < bool < number < text), so that eq, in, ranges, prefix,
-//!   contains and exists become bitmap operations over a term dictionary;
-//! - `present[field]`: ordinals where the field (or metadata path) exists;
+//! - `fields[field]`, for every text field, resource and context key and metadata path: a `present` bitmap
+//!   (ordinals where the field exists) and a term dictionary of typed values (text hashed; numbers ordered;
+//!   booleans and null apart) mapping each value to its ordinals, so that eq, in, ranges, prefix, contains
+//!   and exists become set operations over postings;
 //! - `words`: description words, narrowing full-text phrases.
+//!
+//! Ordinals of a tenant only grow, so every posting update is an append at the end.
 //!
 //! The planner turns a [`Filter`] into [`Candidates`]: a bitmap (or "all") and whether it is exact. Fields
 //! that could not be fully indexed (over-long values, too many paths, keys containing dots) are listed in

@@ -13,7 +13,7 @@ use logbook_core::cursor::Cursor;
 use logbook_core::event::{Event, NewEvent};
 use logbook_core::filter::query_string::{Format, Order, RawQuery as QueryPairs};
 use logbook_core::time::{now_millis, Millis};
-use logbook_store::{AppendRequest, IdempotencyKey, Position, RawEvent};
+use logbook_store::{AppendRequest, HistogramRequest, IdempotencyKey, Position, RawEvent};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -448,4 +448,116 @@ fn with_paging_headers(
 /// Any method events do not support.
 pub async fn immutable() -> ApiError {
     ApiError::method_not_allowed()
+}
+
+/// Most buckets one histogram may have.
+const MAX_BUCKETS: i64 = 10_000;
+
+/// `GET /v1/events/histogram`
+#[utoipa::path(get, path = "/v1/events/histogram", tag = "events",
+    params(
+        ("interval" = String, Query, description = "Bucket width: 30s, 1m, 15m, 1h, 1d, 1w ... (at least 1s)"),
+        ("group_by" = Option<String>, Query, description = "Split each bucket by the values of a field (type, action, actor.id, entity.type, outcome, resources.<key>, metadata.<path>, ...)"),
+        ("top" = Option<u32>, Query, description = "Groups reported by name (1 to 100, default 10); the rest count as \"other\""),
+        ("since" = Option<String>, Query, description = "Start (default: 100 intervals before `until`)"),
+        ("until" = Option<String>, Query, description = "End, exclusive (default: now)"),
+        ("q" = Option<String>, Query, description = "Every filter of GET /v1/events applies")),
+    responses((status = 200, body = crate::openapi::HistogramBody), (status = 400, body = crate::openapi::ErrorBody)))]
+pub async fn histogram(
+    State(state): State<AppState>,
+    caller: Scoped<Read>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    let all_pairs = QueryPairs::parse(query.as_deref().unwrap_or(""));
+    let interval_text = all_pairs.get("interval").unwrap_or("1h").to_string();
+    let interval_ms = logbook_core::time::parse_duration(&interval_text)
+        .filter(|millis| *millis >= 1000)
+        .ok_or_else(|| ApiError::bad_request("invalid_filter", format!("`interval` must be a duration of at least 1s like 1m, 1h or 1d, got `{interval_text}`")))?;
+    let group_by = match all_pairs.get("group_by").filter(|name| !name.is_empty()) {
+        Some(name) => {
+            let field = logbook_core::Field::parse(name)?;
+            if matches!(
+                field.kind(),
+                logbook_core::filter::FieldKind::Time | logbook_core::filter::FieldKind::Seq
+            ) || matches!(
+                field,
+                logbook_core::Field::Id | logbook_core::Field::Description
+            ) {
+                return Err(ApiError::bad_request("invalid_filter", format!("cannot group by `{name}`; group by a field with few values such as type, action, actor.id, entity.type, outcome, a resource or a metadata path")));
+            }
+            Some(field)
+        }
+        None => None,
+    };
+    let top = match all_pairs.get("top") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|top| (1..=100).contains(top))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_filter",
+                    format!("`top` must be a whole number from 1 to 100, got `{text}`"),
+                )
+            })?,
+        None => 10,
+    };
+    // The remaining parameters are the filters of a listing.
+    let filter_pairs = QueryPairs::from_pairs(
+        form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .filter(|(name, _)| !matches!(name.as_str(), "interval" | "group_by" | "top"))
+            .collect(),
+    );
+    let now = now_millis();
+    let list_query = filter_pairs.to_list_query(now)?;
+    let tenant = caller.tenant(list_query.tenant.as_deref())?;
+    let end = list_query.until.unwrap_or(now + 1);
+    let start = list_query.since.unwrap_or(end - 100 * interval_ms);
+    if start >= end {
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "`since` must be before `until`",
+        ));
+    }
+    if (end - start) / interval_ms > MAX_BUCKETS {
+        return Err(ApiError::bad_request("invalid_filter", format!("the window holds more than {MAX_BUCKETS} buckets of {interval_text}; use a larger `interval` or a shorter window")));
+    }
+    let request = HistogramRequest {
+        interval_ms,
+        start,
+        end,
+        group_by: group_by.clone(),
+        top,
+    };
+    let store = state.store.clone();
+    let histogram =
+        tokio::task::spawn_blocking(move || store.histogram(&tenant, &list_query, &request))
+            .await
+            .map_err(|_| ApiError::internal())??;
+    let buckets: Vec<Value> = histogram
+        .buckets
+        .iter()
+        .map(|bucket| {
+            let mut item = json!({"start": logbook_core::time::format_millis(bucket.start), "count": bucket.count});
+            if !histogram.groups.is_empty() {
+                let groups: serde_json::Map<String, Value> = histogram.groups.iter().cloned().zip(bucket.groups.iter().map(|count| json!(count))).collect();
+                item["groups"] = Value::Object(groups);
+            }
+            item
+        })
+        .collect();
+    let total: u64 = histogram.buckets.iter().map(|bucket| bucket.count).sum();
+    metrics::histogram!("logbook_query_seconds").record(started.elapsed().as_secs_f64());
+    Ok(Json(json!({
+        "interval": interval_text,
+        "interval_ms": interval_ms,
+        "since": logbook_core::time::format_millis(start),
+        "until": logbook_core::time::format_millis(end),
+        "group_by": group_by.map(|field| field.name()),
+        "groups": histogram.groups,
+        "total": total,
+        "buckets": buckets,
+    })))
 }

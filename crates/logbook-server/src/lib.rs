@@ -2,7 +2,7 @@
 //! `tower::ServiceExt::oneshot`, without a socket).
 //!
 //! Routes (the contract is `shared/API.md`; the OpenAPI description is served at `/openapi.json`):
-//! `POST/GET /v1/events`, `GET /v1/events/{id}`, `POST/GET /v1/tenants`, `GET /v1/tenants/{tenant}`,
+//! `POST/GET /v1/events`, `GET /v1/events/histogram`, `GET /v1/events/{id}`, `POST/GET /v1/tenants`, `GET /v1/tenants/{tenant}`,
 //! `POST/GET /v1/tenants/{tenant}/keys`, `DELETE /v1/tenants/{tenant}/keys/{id}`, `GET /healthz`,
 //! `GET /metrics`, `GET /openapi.json`.
 //! Storage work runs on the blocking pool (`spawn_blocking`), never on the async workers.
@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
                 .get(events::list_events)
                 .fallback(events::immutable),
         )
+        .route("/v1/events/histogram", get(events::histogram))
         .route(
             "/v1/events/{id}",
             get(events::get_event).fallback(events::immutable),

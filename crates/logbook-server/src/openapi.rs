@@ -72,6 +72,31 @@ pub struct EventInput {
     pub tenant: Option<String>,
 }
 
+/// Event counts per time bucket.
+#[derive(Serialize, ToSchema)]
+pub struct HistogramBody {
+    pub interval: String,
+    pub interval_ms: i64,
+    /// The window as requested; the first bucket starts at `since` aligned down to the interval (UTC), the
+    /// last ends at or after the exclusive `until`.
+    pub since: String,
+    pub until: String,
+    pub group_by: Option<String>,
+    /// Group names, most frequent first, then "other" (every matching event outside the named groups).
+    pub groups: Vec<String>,
+    pub total: u64,
+    pub buckets: Vec<HistogramBucket>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistogramBucket {
+    pub start: String,
+    pub count: u64,
+    /// Count per group name (with `group_by`).
+    #[schema(value_type = Option<Object>)]
+    pub groups: Option<serde_json::Value>,
+}
+
 /// A list of tenants or keys.
 #[derive(Serialize, ToSchema)]
 pub struct TenantList {
@@ -113,6 +138,7 @@ impl Modify for BearerAuth {
         crate::events::ingest,
         crate::events::list_events,
         crate::events::get_event,
+        crate::events::histogram,
         crate::admin::create_tenant,
         crate::admin::list_tenants,
         crate::admin::get_tenant,
@@ -123,7 +149,7 @@ impl Modify for BearerAuth {
         crate::ops::metrics,
     ),
     components(schemas(Event, Actor, Entity, Changes, Outcome, DiffEntry, DiffOp, Receipt, Tenant, ApiKey, Scope,
-        ErrorBody, ErrorDetail, IngestResponse, EventPage, EventInput, TenantList, KeyList, CreatedKeyBody,
+        ErrorBody, ErrorDetail, IngestResponse, EventPage, HistogramBody, HistogramBucket, EventInput, TenantList, KeyList, CreatedKeyBody,
         CreateTenant, CreateKey)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

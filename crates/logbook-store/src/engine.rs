@@ -19,16 +19,18 @@ use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{
-    ApiKey, AppendOutcome, AppendRequest, CreatedKey, EventStore, IdempotencyKey, Page,
-    PendingAppend, Position, RawEvent, Receipt, Scope, StoreStats, Tenant,
+    ApiKey, AppendOutcome, AppendRequest, Bucket, CreatedKey, EventStore, Histogram,
+    HistogramRequest, IdempotencyKey, Page, PendingAppend, Position, RawEvent, Receipt, Scope,
+    StoreStats, Tenant,
 };
 use crossbeam_channel::{Receiver, Sender};
 use logbook_core::event::{new_event_id, Assigned, Event, NewEvent};
-use logbook_core::filter::query_string::ListQuery;
+use logbook_core::filter::query_string::{ListQuery, Order};
 use logbook_core::filter::{Field, Filter, Operand, Predicate};
 use logbook_core::time::{now_millis, Millis, MAX_MILLIS, MIN_MILLIS};
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -484,6 +486,23 @@ fn created_at_bounds(filter: &Filter) -> (i64, i64) {
     }
 }
 
+/// The values of a field of one event, printed as the API prints them (for grouping).
+fn field_values(event: &Event, field: &Field) -> Vec<String> {
+    if let Some(text) = logbook_core::filter::eval::text_value(event, field) {
+        return vec![text.to_string()];
+    }
+    let mut values = Vec::new();
+    logbook_core::filter::eval::json_values(event, field, &mut values);
+    values
+        .into_iter()
+        .filter(|value| !value.is_object() && !value.is_array())
+        .map(|value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
 /// Makes a per-request copy of a group-wide failure.
 fn copy_error(error: &StoreError) -> StoreError {
     match error {
@@ -598,6 +617,126 @@ impl EventStore for EmbeddedStore {
             None
         };
         Ok(Page { items, next })
+    }
+
+    fn histogram(
+        &self,
+        tenant: &str,
+        query: &ListQuery,
+        request: &HistogramRequest,
+    ) -> Result<Histogram> {
+        let interval = request.interval_ms.max(1);
+        let first_bucket = request.start.div_euclid(interval) * interval;
+        let bucket_count = ((request.end - first_bucket).max(0) + interval - 1) / interval;
+        let mut buckets: Vec<Bucket> = (0..bucket_count)
+            .map(|index| Bucket {
+                start: first_bucket + index * interval,
+                count: 0,
+                groups: Vec::new(),
+            })
+            .collect();
+        let Some(index) = self.shared.tenant(tenant) else {
+            return Ok(Histogram {
+                groups: Vec::new(),
+                buckets,
+            });
+        };
+        let index = index.read();
+
+        // The exact set of matching events in the window.
+        let candidates = index.plan(&query.filter);
+        let (mut low, mut high) = created_at_bounds(&query.filter);
+        low = low.max(request.start);
+        high = high.min(request.end.saturating_sub(1));
+        if let Some(since) = query.since {
+            low = low.max(since);
+        }
+        if let Some(until) = query.until {
+            high = high.min(until.saturating_sub(1));
+        }
+        let mut matching = RoaringBitmap::new();
+        let mut failure = None;
+        index.scan(
+            candidates.bitmap.as_ref(),
+            low,
+            high,
+            None,
+            Order::Asc,
+            |ordinal| {
+                if candidates.exact {
+                    matching.insert(ordinal);
+                    return true;
+                }
+                match self.shared.load(index.entry(ordinal).location) {
+                    Ok(event) => {
+                        if query.filter.matches(&event) {
+                            matching.insert(ordinal);
+                        }
+                        true
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        false
+                    }
+                }
+            },
+        );
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let bucket_of =
+            |ordinal: u32| ((index.entry(ordinal).created_at - first_bucket) / interval) as usize;
+        for ordinal in &matching {
+            buckets[bucket_of(ordinal)].count += 1;
+        }
+
+        let Some(field) = &request.group_by else {
+            return Ok(Histogram {
+                groups: Vec::new(),
+                buckets,
+            });
+        };
+        let values: Vec<(String, RoaringBitmap)> = match index.value_postings(field) {
+            Some(postings) => postings
+                .into_iter()
+                .map(|(name, ordinals)| (name, ordinals & &matching))
+                .filter(|(_, ordinals)| !ordinals.is_empty())
+                .collect(),
+            None => {
+                // Not fully indexed: read the values from the events themselves.
+                let mut by_value: HashMap<String, RoaringBitmap> = HashMap::new();
+                for ordinal in &matching {
+                    let event = self.shared.load(index.entry(ordinal).location)?;
+                    for value in field_values(&event, field) {
+                        by_value.entry(value).or_default().insert(ordinal);
+                    }
+                }
+                by_value.into_iter().collect()
+            }
+        };
+        let mut values = values;
+        values.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+        let named: Vec<(String, RoaringBitmap)> = values.into_iter().take(request.top).collect();
+        let mut other = matching.clone();
+        for (_, ordinals) in &named {
+            other -= ordinals;
+        }
+        let mut groups: Vec<String> = named.iter().map(|(name, _)| name.clone()).collect();
+        groups.push("other".into());
+        for bucket in &mut buckets {
+            bucket.groups = vec![0; groups.len()];
+        }
+        for (position, ordinals) in named
+            .iter()
+            .map(|(_, ordinals)| ordinals)
+            .chain(std::iter::once(&other))
+            .enumerate()
+        {
+            for ordinal in ordinals {
+                buckets[bucket_of(ordinal)].groups[position] += 1;
+            }
+        }
+        Ok(Histogram { groups, buckets })
     }
 
     fn stats(&self) -> StoreStats {

@@ -722,6 +722,49 @@ impl TenantIndex {
         }
     }
 
+    /// The ordinals of each value of `field`, named as the API prints values (numbers and booleans as JSON),
+    /// or `None` when the field could not be fully indexed for this tenant.
+    pub fn value_postings(&self, field: &Field) -> Option<Vec<(String, RoaringBitmap)>> {
+        if self.unindexed.contains(field)
+            || matches!(field.kind(), FieldKind::Time | FieldKind::Seq)
+            || *field == Field::Id
+            || *field == Field::Description
+        {
+            return None;
+        }
+        let Some(index) = self.fields.get(field) else {
+            return Some(Vec::new());
+        };
+        let terms = &index.terms;
+        let mut out = Vec::with_capacity(terms.text.len() + terms.numbers.len() + 3);
+        let bitmap_of = |posting: &Posting| {
+            let mut bitmap = RoaringBitmap::new();
+            posting.add_to(&mut bitmap);
+            bitmap
+        };
+        for (text, posting) in &terms.text {
+            out.push((text.to_string(), bitmap_of(posting)));
+        }
+        for (number, posting) in &terms.numbers {
+            out.push((
+                serde_json::Number::from_f64(number.0)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                bitmap_of(posting),
+            ));
+        }
+        for (name, posting) in [
+            ("true", &terms.trues),
+            ("false", &terms.falses),
+            ("null", &terms.nulls),
+        ] {
+            if let Some(posting) = posting {
+                out.push((name.to_string(), bitmap_of(posting)));
+            }
+        }
+        Some(out)
+    }
+
     /// Visits candidate ordinals in listing order within `created_at` bounds `[low, high]` (inclusive), strictly
     /// after `after` (a `(created_at, ordinal)` position in that order), until `visit` returns false.
     pub fn scan(

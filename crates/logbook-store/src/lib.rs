@@ -89,6 +89,36 @@ pub struct Page {
     pub next: Option<Position>,
 }
 
+/// What to count: buckets of `interval_ms` from `start` (inclusive, aligned down to the interval) to `end`
+/// (exclusive), optionally split by the values of one field.
+#[derive(Debug, Clone)]
+pub struct HistogramRequest {
+    pub interval_ms: i64,
+    pub start: i64,
+    pub end: i64,
+    pub group_by: Option<logbook_core::Field>,
+    /// Most groups reported by name; the rest are counted as "other".
+    pub top: usize,
+}
+
+/// Event counts per time bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    /// Group names, most frequent first; a last `"other"` holds every matching event outside the named groups
+    /// (including events without the field). Empty without `group_by`.
+    pub groups: Vec<String>,
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub start: i64,
+    pub count: u64,
+    /// Counts aligned with [`Histogram::groups`]. An event with several values (a metadata array) counts in
+    /// each of its groups.
+    pub groups: Vec<u64>,
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
@@ -131,6 +161,13 @@ pub trait EventStore: Send + Sync + 'static {
     fn get(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
     /// A page of `tenant`'s events matching `query`, strictly after `after` in the query's order.
     fn list(&self, tenant: &str, query: &ListQuery, after: Option<Position>) -> Result<Page>;
+    /// Counts of `tenant`'s events matching `query` (its filters, `since` and `until`) per time bucket.
+    fn histogram(
+        &self,
+        tenant: &str,
+        query: &ListQuery,
+        request: &HistogramRequest,
+    ) -> Result<Histogram>;
     fn stats(&self) -> StoreStats;
 
     fn authenticate(&self, token: &str) -> Option<Principal>;

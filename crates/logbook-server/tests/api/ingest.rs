@@ -360,6 +360,7 @@ async fn openapi_describes_every_route_and_matches_the_checked_in_copy() {
     for (path, methods) in [
         ("/v1/events", &["get", "post"][..]),
         ("/v1/events/{id}", &["get"]),
+        ("/v1/events/histogram", &["get"]),
         ("/v1/tenants", &["get", "post"]),
         ("/v1/tenants/{tenant}", &["get"]),
         ("/v1/tenants/{tenant}/keys", &["get", "post"]),

@@ -5,5 +5,6 @@ mod support;
 mod audit;
 mod auth_and_tenants;
 mod filters;
+mod histogram;
 mod ingest;
 mod pagination;

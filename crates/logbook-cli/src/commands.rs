@@ -73,6 +73,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(max_body_bytes) = file.max_body_bytes {
         config.max_body_bytes = max_body_bytes;
     }
+    if let Some(path) = &file.entity_catalog {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read the entity catalog {}", path.display()))?;
+        config.catalog = logbook_core::demo::Catalog::from_json(&text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("in {}", path.display()))?;
+    }
 
     let open_dir = data_dir.clone();
     let store =

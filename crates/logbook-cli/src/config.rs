@@ -79,7 +79,7 @@ pub struct ServeArgs {
     /// Deployment admin key. If unset, the first start on an empty data directory generates one and prints it.
     #[arg(long, env = "LOGBOOK_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
-    /// Optional TOML configuration file (keys: data_dir, listen, admin_key, max_body_bytes, [limits]).
+    /// Optional TOML configuration file (keys: data_dir, listen, admin_key, max_body_bytes, entity_catalog, [limits]).
     #[arg(long, env = "LOGBOOK_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -94,6 +94,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     #[serde(default)]
     pub limits: Option<logbook_core::Limits>,
+    /// JSON file of entity types (`{"entity_types": [{"name", "description"}], "actions": [...]}`); default:
+    /// the chatbot-platform catalog shipped with Logbook.
+    pub entity_catalog: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -16,26 +16,54 @@ use serde_json::{json, Value};
 pub const CATALOG_JSON: &str = include_str!("../../../data/chatbot-platform-catalog.json");
 
 /// An entity type and what it is.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, utoipa::ToSchema)]
 pub struct EntityType {
     pub name: String,
     pub description: String,
 }
 
-/// The entity catalog: entity types, actions, example event types and resource keys.
-#[derive(Debug, Clone, Deserialize)]
+/// The entity catalog: entity types, actions, example event types and resource keys. Logbook accepts events
+/// with any entity type; the catalog describes the known ones for people (the dashboard's lists, `GET
+/// /v1/entity-types`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Catalog {
     pub entity_types: Vec<EntityType>,
+    #[serde(default)]
     pub actions: Vec<String>,
+    #[serde(default)]
     pub event_types_examples: Vec<String>,
+    #[serde(default)]
     pub resource_keys: Vec<String>,
 }
 
 impl Catalog {
+    /// The chatbot-platform catalog shipped in `data/`.
     pub fn builtin() -> Catalog {
         serde_json::from_str(CATALOG_JSON).expect("the shipped catalog is valid")
     }
+
+    /// A catalog from JSON text, with the standard actions added when it names none.
+    pub fn from_json(text: &str) -> Result<Catalog, String> {
+        let mut catalog: Catalog = serde_json::from_str(text)
+            .map_err(|error| format!("invalid entity catalog: {error}"))?;
+        if catalog.actions.is_empty() {
+            catalog.actions = STANDARD_ACTIONS
+                .iter()
+                .map(|action| action.to_string())
+                .collect();
+        }
+        for action in &mut catalog.actions {
+            *action = action.to_uppercase();
+        }
+        Ok(catalog)
+    }
 }
+
+/// The audit actions every deployment knows; custom ones are accepted too.
+pub const STANDARD_ACTIONS: [&str; 7] = [
+    "CREATED", "UPDATED", "DELETED", "INVITED", "ACCEPTED", "LOGIN", "LOGOUT",
+];
 
 const PEOPLE: &[(&str, &str)] = &[
     ("u_alice", "Alice Martin"),
@@ -223,5 +251,22 @@ mod tests {
             (250..900).contains(&average),
             "average event is {average} bytes"
         );
+    }
+}
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+
+    #[test]
+    fn a_catalog_without_actions_gets_the_standard_ones_and_bad_json_is_explained() {
+        let catalog = Catalog::from_json(
+            r#"{"entity_types": [{"name": "invoice", "description": "A bill"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(catalog.actions, STANDARD_ACTIONS.map(String::from).to_vec());
+        let error = Catalog::from_json(r#"{"entity_types": [{"name": "x"}]}"#).unwrap_err();
+        assert!(error.contains("description"), "{error}");
+        assert!(Catalog::builtin().entity_types.len() > 50);
     }
 }

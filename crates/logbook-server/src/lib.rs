@@ -3,7 +3,7 @@
 //!
 //! Routes (the contract is `shared/API.md`; the OpenAPI description is served at `/openapi.json`):
 //! `POST/GET /v1/events`, `GET /v1/events/histogram`, `GET /v1/events/{id}`, `POST/GET /v1/tenants`, `GET /v1/tenants/{tenant}`,
-//! `POST/GET /v1/tenants/{tenant}/keys`, `DELETE /v1/tenants/{tenant}/keys/{id}`, `GET /healthz`,
+//! `GET /v1/entity-types`, `POST/GET /v1/tenants/{tenant}/keys`, `DELETE /v1/tenants/{tenant}/keys/{id}`, `GET /healthz`,
 //! `GET /metrics`, `GET /openapi.json`.
 //! Storage work runs on the blocking pool (`spawn_blocking`), never on the async workers.
 
@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The entity catalog served at `/v1/entity-types`.
+    pub catalog: logbook_core::demo::Catalog,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +43,7 @@ impl Default for ServerConfig {
         ServerConfig {
             limits: Limits::default(),
             max_body_bytes: 64 << 20,
+            catalog: logbook_core::demo::Catalog::builtin(),
         }
     }
 }
@@ -130,6 +133,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant}/keys/{id}",
             axum::routing::delete(admin::revoke_key),
         )
+        .route("/v1/entity-types", get(ops::entity_types))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::openapi_json))

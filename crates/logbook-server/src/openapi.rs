@@ -97,6 +97,19 @@ pub struct HistogramBucket {
     pub groups: Option<serde_json::Value>,
 }
 
+/// The entity catalog.
+#[derive(Serialize, ToSchema)]
+pub struct EntityTypesBody {
+    /// Known entity types with descriptions (events with other types are accepted too).
+    pub items: Vec<logbook_core::demo::EntityType>,
+    /// Known actions (custom ones are accepted too).
+    pub actions: Vec<String>,
+    /// Example event types.
+    pub event_types: Vec<String>,
+    /// Known resource keys.
+    pub resource_keys: Vec<String>,
+}
+
 /// A list of tenants or keys.
 #[derive(Serialize, ToSchema)]
 pub struct TenantList {
@@ -145,11 +158,12 @@ impl Modify for BearerAuth {
         crate::admin::create_key,
         crate::admin::list_keys,
         crate::admin::revoke_key,
+        crate::ops::entity_types,
         crate::ops::healthz,
         crate::ops::metrics,
     ),
     components(schemas(Event, Actor, Entity, Changes, Outcome, DiffEntry, DiffOp, Receipt, Tenant, ApiKey, Scope,
-        ErrorBody, ErrorDetail, IngestResponse, EventPage, HistogramBody, HistogramBucket, EventInput, TenantList, KeyList, CreatedKeyBody,
+        ErrorBody, ErrorDetail, IngestResponse, EventPage, HistogramBody, HistogramBucket, EntityTypesBody, EventInput, TenantList, KeyList, CreatedKeyBody,
         CreateTenant, CreateKey)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

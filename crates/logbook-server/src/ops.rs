@@ -15,6 +15,22 @@ pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "events": stats.events, "tenants": stats.tenants}))
 }
 
+/// `GET /v1/entity-types`: the configured entity catalog and the known actions.
+#[utoipa::path(get, path = "/v1/entity-types", tag = "events",
+    responses((status = 200, body = crate::openapi::EntityTypesBody), (status = 401, body = crate::openapi::ErrorBody)))]
+pub async fn entity_types(
+    State(state): State<AppState>,
+    _caller: crate::auth::Scoped<crate::auth::Read>,
+) -> Json<serde_json::Value> {
+    let catalog = &state.config.catalog;
+    Json(json!({
+        "items": catalog.entity_types,
+        "actions": catalog.actions,
+        "event_types": catalog.event_types_examples,
+        "resource_keys": catalog.resource_keys,
+    }))
+}
+
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(), responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {

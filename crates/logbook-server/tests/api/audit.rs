@@ -60,3 +60,53 @@ async fn audit_defaults_and_diffs_for_created_updated_deleted() {
         .collect();
     assert_eq!(actions, ["CREATED", "UPDATED", "DELETED"]);
 }
+
+#[tokio::test]
+async fn entity_catalog_is_served_and_configurable() {
+    let server = TestServer::new();
+    let key = server.tenant("acme", &["read"]).await;
+    let builtin = server.get("/v1/entity-types", &key).await.json();
+    let story = builtin["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == "story")
+        .expect("the shipped catalog has story");
+    assert!(story["description"].as_str().unwrap().len() > 5);
+    assert_eq!(
+        builtin["actions"],
+        json!(["CREATED", "UPDATED", "DELETED", "INVITED", "ACCEPTED", "LOGIN", "LOGOUT"])
+    );
+    assert!(builtin["resource_keys"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("bot_id")));
+
+    let mut config = logbook_server::ServerConfig::default();
+    config.catalog = logbook_core::demo::Catalog::from_json(r#"{"entity_types": [{"name": "invoice", "description": "A bill"}], "actions": ["approved"]}"#).unwrap();
+    let custom = TestServer::with_config(config);
+    let key = custom.tenant("acme", &["read", "ingest"]).await;
+    let body = custom.get("/v1/entity-types", &key).await.json();
+    assert_eq!(
+        body["items"],
+        json!([{"name": "invoice", "description": "A bill"}])
+    );
+    assert_eq!(body["actions"], json!(["APPROVED"]));
+    // Unknown entity types are still accepted.
+    custom
+        .ingest(
+            &key,
+            json!({"action": "CREATED", "entity": {"type": "not_in_catalog"}}),
+        )
+        .await;
+    let unauthenticated = custom
+        .send(
+            axum::http::Method::GET,
+            "/v1/entity-types",
+            None,
+            &[],
+            axum::body::Body::empty(),
+        )
+        .await;
+    unauthenticated.expect_error(axum::http::StatusCode::UNAUTHORIZED, "unauthorized");
+}

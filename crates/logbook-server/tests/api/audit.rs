@@ -82,8 +82,11 @@ async fn entity_catalog_is_served_and_configurable() {
         .unwrap()
         .contains(&json!("bot_id")));
 
-    let mut config = logbook_server::ServerConfig::default();
-    config.catalog = logbook_core::demo::Catalog::from_json(r#"{"entity_types": [{"name": "invoice", "description": "A bill"}], "actions": ["approved"]}"#).unwrap();
+    let catalog = logbook_core::demo::Catalog::from_json(r#"{"entity_types": [{"name": "invoice", "description": "A bill"}], "actions": ["approved"]}"#).unwrap();
+    let config = logbook_server::ServerConfig {
+        catalog,
+        ..Default::default()
+    };
     let custom = TestServer::with_config(config);
     let key = custom.tenant("acme", &["read", "ingest"]).await;
     let body = custom.get("/v1/entity-types", &key).await.json();

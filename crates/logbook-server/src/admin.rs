@@ -171,3 +171,95 @@ pub async fn revoke_key(
     blocking(move || store.revoke_key(&tenant, &key_id)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateViewerToken {
+    /// Lifetime in seconds, 60 to 86400 (default 3600).
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+    /// Filters the viewer can never remove, as query parameters of `GET /v1/events`, e.g. `actor=u_42` or
+    /// `bot_id=bot_1&type=conversation.*`... (`q=` included). Empty: the whole tenant.
+    #[serde(default)]
+    filter: Option<String>,
+}
+
+/// `POST /v1/tenants/{tenant}/viewer-tokens`
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/viewer-tokens", tag = "admin", params(("tenant" = String, Path)),
+    request_body = CreateViewerToken,
+    responses((status = 201, body = crate::openapi::ViewerTokenBody), (status = 400, body = crate::openapi::ErrorBody),
+              (status = 403, body = crate::openapi::ErrorBody)))]
+pub async fn create_viewer_token(
+    State(state): State<AppState>,
+    caller: Scoped<Admin>,
+    Path(tenant): Path<String>,
+    ApiJson(body): ApiJson<CreateViewerToken>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let tenant = caller.tenant(Some(&tenant))?;
+    if state.store.get_tenant(&tenant).is_none() {
+        return Err(ApiError::not_found(format!(
+            "tenant `{tenant}` does not exist"
+        )));
+    }
+    let ttl_seconds = body.ttl_seconds.unwrap_or(3600);
+    if !(60..=86_400).contains(&ttl_seconds) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "`ttl_seconds` must be from 60 to 86400",
+        )
+        .with_details(json!({"field": "ttl_seconds"})));
+    }
+    let filter = body.filter.unwrap_or_default();
+    let now = logbook_core::time::now_millis();
+    let pairs = logbook_core::filter::query_string::RawQuery::parse(&filter);
+    let parsed = pairs.to_list_query(now).map_err(|error| {
+        let error = ApiError::from(error);
+        ApiError {
+            message: format!("`filter`: {}", error.message),
+            ..error
+        }
+    })?;
+    let only_filters = parsed.since.is_none()
+        && parsed.until.is_none()
+        && parsed.tenant.is_none()
+        && parsed.format.is_none()
+        && ["limit", "take", "order", "cursor"]
+            .iter()
+            .all(|name| pairs.get(name).is_none());
+    if !only_filters {
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "`filter` takes filter parameters only (like actor=u_42&bot_id=bot_1 or q=...), not paging, time window, format or tenant",
+        ));
+    }
+    let expires_at = now + ttl_seconds * 1000;
+    let claims = crate::viewer::ViewerClaims {
+        tenant: tenant.clone(),
+        filter: filter.clone(),
+        expires_at,
+        nonce: rand_nonce(),
+    };
+    let token = crate::viewer::issue(&state.viewer_secret, &claims);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "tenant": tenant,
+            "filter": filter,
+            "expires_at": logbook_core::time::format_millis(expires_at),
+            "url": format!("/#viewer_token={token}"),
+        })),
+    ))
+}
+
+fn rand_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish()
+}

@@ -45,12 +45,14 @@ impl<S: RequiredScope> Scoped<S> {
                     "the admin key must name the tenant, with `tenant=<id>`",
                 )
             }),
-            Principal::Tenant { tenant, .. } => match requested {
-                Some(other) if other != tenant => Err(ApiError::forbidden(format!(
-                    "this key belongs to tenant `{tenant}` and cannot access `{other}`"
-                ))),
-                _ => Ok(tenant.clone()),
-            },
+            Principal::Tenant { tenant, .. } | Principal::Viewer { tenant, .. } => {
+                match requested {
+                    Some(other) if other != tenant => Err(ApiError::forbidden(format!(
+                        "this key belongs to tenant `{tenant}` and cannot access `{other}`"
+                    ))),
+                    _ => Ok(tenant.clone()),
+                }
+            }
         }
     }
 
@@ -62,7 +64,22 @@ impl<S: RequiredScope> Scoped<S> {
     pub fn idempotency_scope(&self) -> String {
         match &self.principal {
             Principal::Admin => "*admin".into(),
-            Principal::Tenant { tenant, .. } => tenant.clone(),
+            Principal::Tenant { tenant, .. } | Principal::Viewer { tenant, .. } => tenant.clone(),
+        }
+    }
+
+    /// The filter every read of this caller is confined to: a viewer token's pinned filter, else everything.
+    pub fn pinned_filter(
+        &self,
+        now: logbook_core::time::Millis,
+    ) -> Result<logbook_core::Filter, ApiError> {
+        match &self.principal {
+            Principal::Viewer { filter, .. } => {
+                Ok(logbook_core::filter::query_string::RawQuery::parse(filter)
+                    .to_list_query(now)?
+                    .filter)
+            }
+            _ => Ok(logbook_core::Filter::All),
         }
     }
 }
@@ -82,6 +99,18 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiErr
             ApiError::unauthorized("the Authorization header must be `Bearer <api key>`")
         })?
         .trim();
+    if token.starts_with(crate::viewer::PREFIX) {
+        let claims = crate::viewer::verify(
+            &state.viewer_secret,
+            token,
+            logbook_core::time::now_millis(),
+        )
+        .map_err(ApiError::unauthorized)?;
+        return Ok(Principal::Viewer {
+            tenant: claims.tenant,
+            filter: claims.filter,
+        });
+    }
     state
         .store
         .authenticate(token)
@@ -98,6 +127,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Scoped<S> {
         let principal = authenticate(parts, state)?;
         let allowed = match &principal {
             Principal::Admin => true,
+            Principal::Viewer { .. } => S::SCOPE == Scope::Read,
             Principal::Tenant { scopes, .. } => {
                 scopes.contains(&S::SCOPE) || scopes.contains(&Scope::Admin)
             }

@@ -264,6 +264,9 @@ pub async fn get_event(
     })
     .await
     .map_err(|_| ApiError::internal())??;
+    // A viewer token only sees events matching its pinned filter.
+    let pinned = caller.pinned_filter(now_millis())?;
+    let found = found.filter(|event| pinned.matches(event));
     found
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no event `{id}`")))
@@ -300,8 +303,10 @@ pub async fn list_events(
         .as_ref()
         .map(|cursor| cursor.now)
         .unwrap_or_else(now_millis);
-    let list_query = pairs.to_list_query(now)?;
+    let mut list_query = pairs.to_list_query(now)?;
     let tenant = caller.tenant(list_query.tenant.as_deref())?;
+    list_query.filter =
+        logbook_core::Filter::and(vec![list_query.filter, caller.pinned_filter(now)?]);
     let fingerprint = pairs.fingerprint();
     if let Some(cursor) = &cursor {
         if cursor.tenant != tenant {
@@ -511,8 +516,10 @@ pub async fn histogram(
             .collect(),
     );
     let now = now_millis();
-    let list_query = filter_pairs.to_list_query(now)?;
+    let mut list_query = filter_pairs.to_list_query(now)?;
     let tenant = caller.tenant(list_query.tenant.as_deref())?;
+    list_query.filter =
+        logbook_core::Filter::and(vec![list_query.filter, caller.pinned_filter(now)?]);
     let end = list_query.until.unwrap_or(now + 1);
     let start = list_query.since.unwrap_or(end - 100 * interval_ms);
     if start >= end {

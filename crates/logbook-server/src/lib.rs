@@ -3,7 +3,7 @@
 //!
 //! Routes (the contract is `shared/API.md`; the OpenAPI description is served at `/openapi.json`):
 //! `POST/GET /v1/events`, `GET /v1/events/histogram`, `GET /v1/events/{id}`, `POST/GET /v1/tenants`, `GET /v1/tenants/{tenant}`,
-//! `GET /v1/entity-types`, `POST/GET /v1/tenants/{tenant}/keys`, `DELETE /v1/tenants/{tenant}/keys/{id}`, `GET /healthz`,
+//! `GET /v1/entity-types`, `POST /v1/tenants/{tenant}/viewer-tokens`, `POST/GET /v1/tenants/{tenant}/keys`, `DELETE /v1/tenants/{tenant}/keys/{id}`, `GET /healthz`,
 //! `GET /metrics`, `GET /openapi.json`.
 //! Storage work runs on the blocking pool (`spawn_blocking`), never on the async workers.
 
@@ -15,6 +15,7 @@ pub mod events;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod viewer;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -54,16 +55,20 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub config: Arc<ServerConfig>,
     pub cursor_secret: Arc<Vec<u8>>,
+    /// Signs viewer tokens (derived from the deployment secret).
+    pub viewer_secret: Arc<Vec<u8>>,
     pub metrics: PrometheusHandle,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn EventStore>, config: ServerConfig) -> AppState {
         let cursor_secret = Arc::new(store.cursor_secret());
+        let viewer_secret = Arc::new(viewer::derive_secret(&cursor_secret));
         AppState {
             store,
             config: Arc::new(config),
             cursor_secret,
+            viewer_secret,
             metrics: metrics_handle(),
         }
     }
@@ -125,6 +130,10 @@ pub fn router(state: AppState) -> Router {
             post(admin::create_tenant).get(admin::list_tenants),
         )
         .route("/v1/tenants/{tenant}", get(admin::get_tenant))
+        .route(
+            "/v1/tenants/{tenant}/viewer-tokens",
+            post(admin::create_viewer_token),
+        )
         .route(
             "/v1/tenants/{tenant}/keys",
             post(admin::create_key).get(admin::list_keys),

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 description, generated from the handlers' annotations and served at `/openapi.json`.
 
-use crate::admin::{CreateKey, CreateTenant};
+use crate::admin::{CreateKey, CreateTenant, CreateViewerToken};
 use axum::Json;
 use logbook_core::diff::{DiffEntry, DiffOp};
 use logbook_core::event::{Actor, Changes, Entity, Event, Outcome};
@@ -110,6 +110,19 @@ pub struct EntityTypesBody {
     pub resource_keys: Vec<String>,
 }
 
+/// A viewer token and the URL that opens the dashboard signed in with it.
+#[derive(Serialize, ToSchema)]
+pub struct ViewerTokenBody {
+    /// `lbv_...`: send as `Authorization: Bearer`; read-only, confined to `filter`, until `expires_at`.
+    pub token: String,
+    pub tenant: String,
+    pub filter: String,
+    pub expires_at: String,
+    /// Relative URL of the dashboard, signed in with this token (the token is in the fragment, never sent in
+    /// a request line).
+    pub url: String,
+}
+
 /// A list of tenants or keys.
 #[derive(Serialize, ToSchema)]
 pub struct TenantList {
@@ -156,6 +169,7 @@ impl Modify for BearerAuth {
         crate::admin::list_tenants,
         crate::admin::get_tenant,
         crate::admin::create_key,
+        crate::admin::create_viewer_token,
         crate::admin::list_keys,
         crate::admin::revoke_key,
         crate::ops::entity_types,
@@ -164,7 +178,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(Event, Actor, Entity, Changes, Outcome, DiffEntry, DiffOp, Receipt, Tenant, ApiKey, Scope,
         ErrorBody, ErrorDetail, IngestResponse, EventPage, HistogramBody, HistogramBucket, EntityTypesBody, EventInput, TenantList, KeyList, CreatedKeyBody,
-        CreateTenant, CreateKey)),
+        CreateTenant, CreateKey, CreateViewerToken, ViewerTokenBody)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "events", description = "Ingest and query events"), (name = "admin", description = "Tenants and API keys"),

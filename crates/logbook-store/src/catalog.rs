@@ -83,6 +83,12 @@ pub enum Principal {
         key_id: String,
         scopes: Vec<Scope>,
     },
+    /// A short-lived, read-only viewer token, verified by the server (the catalog never returns this):
+    /// reads of `tenant` only, always ANDed with the pinned `filter` (a query string of filters; may be empty).
+    Viewer {
+        tenant: String,
+        filter: String,
+    },
 }
 
 pub struct Catalog {

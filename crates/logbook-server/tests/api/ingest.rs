@@ -364,6 +364,7 @@ async fn openapi_describes_every_route_and_matches_the_checked_in_copy() {
         ("/v1/tenants", &["get", "post"]),
         ("/v1/tenants/{tenant}", &["get"]),
         ("/v1/tenants/{tenant}/keys", &["get", "post"]),
+        ("/v1/tenants/{tenant}/viewer-tokens", &["post"]),
         ("/v1/tenants/{tenant}/keys/{id}", &["delete"]),
         ("/v1/entity-types", &["get"]),
         ("/healthz", &["get"]),

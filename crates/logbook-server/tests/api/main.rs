@@ -8,3 +8,4 @@ mod filters;
 mod histogram;
 mod ingest;
 mod pagination;
+mod viewer;

@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
@@ -50,13 +50,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /`: a placeholder page until the dashboard lands.
-pub async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><meta charset=utf-8><title>Logbook</title></head><body>\
-         <h1>Logbook</h1><p>The event and audit log service is running. API: <code>/v1/events</code>; \
-         description: <a href=\"/openapi.json\">/openapi.json</a>; health: <a href=\"/healthz\">/healthz</a>.</p></body></html>",
+/// The dashboard: one self-contained page (HTML, CSS and JavaScript, no build step), compiled into the binary.
+const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
+
+/// `GET /`: the dashboard.
+pub async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // The page only talks to this server; the token never leaves it.
+            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'self'"),
+        ],
+        DASHBOARD_HTML,
     )
+        .into_response()
 }
 
 pub async fn not_found() -> ApiError {

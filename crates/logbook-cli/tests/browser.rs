@@ -255,6 +255,10 @@ async fn the_dashboard_in_a_real_browser() {
         "created_at": now - 30 * minute, "changes": {"before": {"name": "Hello World!", "is_active": true}, "after": {"name": "Good Morning", "is_active": true}}}));
     events.push(json!({"action": "DELETED", "actor": {"id": "u_1", "name": "Alice"}, "entity": {"type": "story", "id": "st_1", "name": "Welcome story"},
         "created_at": now - 10 * minute, "changes": {"before": {"name": "Good Morning", "is_active": true}}}));
+    events.push(
+        json!({"type": "integration.error", "outcome": "failure", "resources": {"bot_id": "bot_1"},
+        "metadata": {"code": 429}, "created_at": now - 5 * minute}),
+    );
     let ingested = http
         .post(format!("{base}/v1/events"))
         .bearer_auth(&key)
@@ -390,6 +394,45 @@ async fn the_dashboard_in_a_real_browser() {
     ids.dedup();
     assert_eq!(ids.len(), 63, "no row twice");
 
+    // Live mode: a new event appears at the top without reloading.
+    browser.js("const live = document.getElementById('live'); live.checked = true; live.dispatchEvent(new Event('change')); return true").await;
+    let fresh = json!({"action": "INVITED", "actor": {"id": "u_3", "name": "Carol"}, "entity": {"type": "access", "id": "acc_9", "name": "Dan"}});
+    assert_eq!(
+        http.post(format!("{base}/v1/events"))
+            .bearer_auth(&key)
+            .json(&fresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    rows_where(
+        &browser,
+        "the live event on top",
+        "rows[0].action === 'INVITED' && rows[0].user === 'Carol'",
+    )
+    .await;
+    browser.js("const live = document.getElementById('live'); live.checked = false; live.dispatchEvent(new Event('change')); return true").await;
+
+    // The event log view shows operational events, failures highlighted.
+    browser.click("#tab-events").await;
+    let failure = browser
+        .wait_for("the event log", "const r = [...document.querySelectorAll('#rows tr.failure')]; return r.length ? r.map(x => x.children[1].textContent) : null")
+        .await;
+    assert_eq!(failure, json!(["integration.error"]));
+    assert!(browser
+        .js("return document.getElementById('thead').textContent")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("Resources"));
+    browser.screenshot("05-event-log").await;
+
+    // Sign out forgets the key.
+    browser.click("#signout").await;
+    browser.wait_for("the sign-in form", "return !document.getElementById('signin').hidden && !sessionStorage.getItem('logbook.key')").await;
+
     // A viewer token pinned to one actor shows only that actor's events, whatever the URL asks for.
     let token: Value = http
         .post(format!("{base}/v1/tenants/acme/viewer-tokens"))
@@ -422,5 +465,5 @@ async fn the_dashboard_in_a_real_browser() {
         .as_str()
         .unwrap()
         .contains("actor=u_1"));
-    browser.screenshot("05-viewer-token").await;
+    browser.screenshot("06-viewer-token").await;
 }

@@ -214,6 +214,32 @@ mod tests {
     }
 
     #[test]
+    fn unicode_keys_and_large_values_are_kept_whole() {
+        let big_before = "é".repeat(100_000);
+        let big_after = format!("{big_before}🌞");
+        let long_list: Vec<u32> = (0..5_000).collect();
+        let before = json!({"名前": big_before, "list": long_list});
+        let mut longer = long_list.clone();
+        longer.push(5_000);
+        let after = json!({"名前": big_after, "list": longer});
+        let entries = diff(Some(&before), Some(&after));
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0],
+            entry("/list/5000", DiffOp::Added, None, Some(json!(5_000)))
+        );
+        assert_eq!(entries[1].path, "/名前");
+        assert_eq!(
+            entries[1]
+                .after
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::len),
+            Some(200_004)
+        );
+    }
+
+    #[test]
     fn identical_snapshots_have_no_diff() {
         let snapshot = json!({"a": [1, {"b": 2}], "c": {}});
         assert!(diff(Some(&snapshot), Some(&snapshot)).is_empty());

@@ -5,7 +5,7 @@
 //! - [`diff`]: the field-level delta between an audit event's `before` and `after` snapshots;
 //! - [`canonical`]: the canonical JSON form (RFC 8785) and the SHA-256 `hash` of every event;
 //! - [`filter`]: one filter AST, its parsers (query string, `q=` text syntax) and its evaluator;
-//! - [`cursor`]: the opaque, tamper-checked pagination cursor;
+//! - [`cursor`]: the opaque, tamper-checked pagination cursor (sealed by [`signed`]);
 //! - [`time`]: the accepted time forms (RFC 3339, epoch milliseconds, relative times);
 //! - [`demo`]: a generator of realistic chatbot-platform activity, for `logbook demo` and benchmarks.
 
@@ -16,6 +16,7 @@ pub mod diff;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod signed;
 pub mod time;
 
 pub use error::{Error, Result};

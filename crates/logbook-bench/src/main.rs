@@ -101,6 +101,29 @@ impl Timings {
     }
 }
 
+/// One ingest request; anything but 201 is an error.
+async fn post_events(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    content_type: &str,
+    body: String,
+) -> Result<()> {
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(key)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "ingest failed: {}",
+        response.text().await?
+    );
+    Ok(())
+}
+
 async fn timed_get(client: &reqwest::Client, url: &str, key: &str) -> Result<(f64, Value)> {
     let started = Instant::now();
     let response = client.get(url).bearer_auth(key).send().await?;
@@ -190,18 +213,7 @@ async fn main() -> Result<()> {
                     let Some(body) = bodies.get(index) else {
                         return Ok::<(), anyhow::Error>(());
                     };
-                    let response = client
-                        .post(format!("{base}/v1/events"))
-                        .bearer_auth(&key)
-                        .header("content-type", "application/x-ndjson")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    anyhow::ensure!(
-                        response.status() == 201,
-                        "ingest failed: {}",
-                        response.text().await?
-                    );
+                    post_events(&client, &base, &key, "application/x-ndjson", body.clone()).await?;
                 }
             })
         })
@@ -234,18 +246,7 @@ async fn main() -> Result<()> {
                 let mut generator = DemoGenerator::new(1000 + worker as u64);
                 while Instant::now() < deadline {
                     let body = generator.event(now_millis()).to_string();
-                    let response = client
-                        .post(format!("{base}/v1/events"))
-                        .bearer_auth(&key)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await?;
-                    anyhow::ensure!(
-                        response.status() == 201,
-                        "ingest failed: {}",
-                        response.text().await?
-                    );
+                    post_events(&client, &base, &key, "application/json", body).await?;
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok::<(), anyhow::Error>(())

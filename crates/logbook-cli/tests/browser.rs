@@ -2,29 +2,16 @@
 //! `scripts/test` when missing), driven over the WebDriver protocol against a real `logbook serve`.
 //! Screenshots of each main screen are saved in `artifacts/` (ignored by git) for people to look at.
 
+mod support;
+
 use base64::Engine;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, serve, wait_for_port, Killed};
 
 const ADMIN: &str = "browser-test-admin";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A minimal WebDriver client: only the commands these tests use.
 struct Browser {
@@ -128,7 +115,8 @@ impl Browser {
         }
     }
 
-    async fn click(&self, css: &str) {
+    /// The WebDriver id of the element matching `css`.
+    async fn find(&self, css: &str) -> String {
         let element = self
             .command(
                 reqwest::Method::POST,
@@ -136,7 +124,11 @@ impl Browser {
                 json!({"using": "css selector", "value": css}),
             )
             .await;
-        let id = element[ELEMENT].as_str().unwrap().to_string();
+        element[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
         self.command(
             reqwest::Method::POST,
             &format!("/element/{id}/click"),
@@ -146,14 +138,7 @@ impl Browser {
     }
 
     async fn type_into(&self, css: &str, text: &str) {
-        let element = self
-            .command(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        let id = element[ELEMENT].as_str().unwrap().to_string();
+        let id = self.find(css).await;
         self.command(
             reqwest::Method::POST,
             &format!("/element/{id}/value"),
@@ -206,26 +191,9 @@ async fn the_dashboard_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _server = Killed(
-        Command::new(env!("CARGO_BIN_EXE_logbook"))
-            .args([
-                "serve",
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env("LOGBOOK_ADMIN_KEY", ADMIN)
-            .env("LOGBOOK_LOG", "warn")
-            .spawn()
-            .unwrap(),
-    );
+    let _server = Killed(serve(dir.path(), port, ADMIN));
+    wait_for_port(port);
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     http.post(format!("{base}/v1/tenants"))
         .bearer_auth(ADMIN)
         .json(&json!({"id": "acme"}))

@@ -1,10 +1,12 @@
 //! The `logbook` binary as a user runs it: a TOML-configured server, then tenants, keys, ingest, query (every
 //! format), demo, and the exit codes that scripts rely on.
 
+mod support;
+
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use support::{free_port, wait_for_port};
 
 const ADMIN: &str = "cli-test-admin";
 
@@ -23,11 +25,7 @@ impl Drop for Server {
 
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("logbook.toml");
     std::fs::write(
         &config,
@@ -41,11 +39,7 @@ fn start() -> Server {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_port(port);
     Server {
         child,
         url,

@@ -2,52 +2,17 @@
 //! random moments, repeatedly. After every restart each acknowledged event is present exactly once, `seq` has
 //! no gaps, every stored event matches its hash, and the offline `logbook reindex` agrees.
 
+mod support;
+
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{free_port, serve, wait_for_port};
 
 const ADMIN: &str = "crash-test-admin";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_logbook"))
-        .args([
-            "serve",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("LOGBOOK_ADMIN_KEY", ADMIN)
-        .env("LOGBOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("logbook starts")
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("server did not become healthy");
-}
 
 /// Every event of the tenant, oldest first.
 async fn all_events(client: &reqwest::Client, base: &str, key: &str) -> Vec<Value> {
@@ -83,8 +48,8 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     for round in 0..rounds {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
-        let mut child = start(dir.path(), port);
-        wait_healthy(&client, &base).await;
+        let mut child = serve(dir.path(), port, ADMIN);
+        wait_for_port(port);
         if round == 0 {
             let created = client
                 .post(format!("{base}/v1/tenants"))
@@ -145,8 +110,8 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     // Final restart and verification, then the offline rebuild.
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = start(dir.path(), port);
-    wait_healthy(&client, &base).await;
+    let mut child = serve(dir.path(), port, ADMIN);
+    wait_for_port(port);
     let total = verify(&client, &base, &key, &acknowledged).await;
     assert!(
         acknowledged.lock().unwrap().len() > 100,

@@ -5,7 +5,8 @@
 //! `POST/GET /v1/events`, `GET /v1/events/histogram`, `GET /v1/events/{id}`, `POST/GET /v1/tenants`, `GET /v1/tenants/{tenant}`,
 //! `GET /v1/entity-types`, `POST /v1/tenants/{tenant}/viewer-tokens`, `POST/GET /v1/tenants/{tenant}/keys`, `DELETE /v1/tenants/{tenant}/keys/{id}`, `GET /healthz`,
 //! `GET /metrics`, `GET /openapi.json`.
-//! Storage work runs on the blocking pool (`spawn_blocking`), never on the async workers.
+//! Blocking storage work (reads, catalog writes) runs on the blocking pool (`spawn_blocking`); appends are queued
+//! to the store's writer with `EventStore::submit` and awaited, so no thread waits for a group commit.
 
 pub mod admin;
 pub mod auth;

@@ -3,8 +3,9 @@
 //! Phases, on `--events` generated chatbot-platform events (the demo generator) spread over 30 days:
 //! 1. durable ingest in batches of `--batch` events from `--batch-clients` concurrent clients;
 //! 2. single-event requests from `--single-clients` concurrent clients for `--single-seconds`;
-//! 3. query latency (p50/p99 over `--repeat` requests) for: newest page; + one-day window; + type;
-//!    + metadata path; page 100 via its cursor;
+//! 3. query latency (p50/p99 over `--repeat` requests) for: newest page; with a one-day window; with a type;
+//!    with a metadata path; page 100 via its cursor; then the dashboard in headless Chromium (skip with
+//!    `--skip-dashboard`): navigation to first rows and to the drawn volume chart, from the page's marks;
 //! 4. JSONL export through the list API (1000 events a page) of every event;
 //! 5. bytes on disk per event (data directory size / events);
 //! 6. time to reopen the store (the index is rebuilt from the log).
@@ -52,6 +53,12 @@ struct Args {
     /// Data directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Skip the dashboard phase (it needs Debian's chromium and chromium-driver).
+    #[arg(long)]
+    skip_dashboard: bool,
+    /// Page loads in the dashboard phase.
+    #[arg(long, default_value_t = 20)]
+    dashboard_loads: usize,
     /// Write the results as JSON to this file.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -132,6 +139,39 @@ async fn timed_get(client: &reqwest::Client, url: &str, key: &str) -> Result<(f6
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(status.is_success(), "{url}: {status} {body}");
     Ok((elapsed, body))
+}
+
+/// Loads the dashboard `loads` times (signed in with `key`) and summarizes the page's `logbook:first-rows` and
+/// `logbook:chart` performance marks (milliseconds since navigation start).
+async fn dashboard_loads(base: &str, key: &str, loads: usize) -> Result<Value> {
+    let browser = logbook_testkit::Browser::start().await;
+    browser.goto(&format!("{base}/")).await;
+    browser
+        .js(&format!(
+            "sessionStorage.setItem('logbook.key', {key:?}); return true"
+        ))
+        .await;
+    let mut first_rows = Vec::new();
+    let mut chart = Vec::new();
+    for _ in 0..loads {
+        browser.goto(&format!("{base}/")).await;
+        let marks = browser
+            .wait_for(
+                "the dashboard's first rows and chart",
+                "const m = (n) => { const e = performance.getEntriesByName(n); return e.length ? e[0].startTime : null; }; \
+                 const rows = m('logbook:first-rows'), chart = m('logbook:chart'); \
+                 return rows !== null && chart !== null && document.querySelectorAll('#rows tr').length ? [rows, chart] : null",
+            )
+            .await;
+        first_rows.push(marks[0].as_f64().context("first-rows mark")?);
+        chart.push(marks[1].as_f64().context("chart mark")?);
+    }
+    let summary = |mut values: Vec<f64>| {
+        let first = values.first().copied().unwrap_or(f64::NAN);
+        values.sort_by(|a, b| a.total_cmp(b));
+        json!({"first_load_ms": first, "p50_ms": percentile(&values, 0.5), "max_ms": values.last().copied().unwrap_or(f64::NAN)})
+    };
+    Ok(json!({"loads": loads, "first_rows": summary(first_rows), "chart": summary(chart)}))
 }
 
 #[tokio::main]
@@ -340,6 +380,16 @@ async fn main() -> Result<()> {
     shapes.push(deep);
     report["queries"] = json!(shapes.iter_mut().map(Timings::summary).collect::<Vec<_>>());
 
+    // 3b. The dashboard in headless Chromium: time from navigation start to the first rows in the table (and to
+    // the volume chart), as the page's own performance marks record them.
+    if !args.skip_dashboard {
+        eprintln!(
+            "dashboard: {} page loads in headless Chromium",
+            args.dashboard_loads
+        );
+        report["dashboard"] = dashboard_loads(&base, &key, args.dashboard_loads).await?;
+    }
+
     // 4. JSONL export through the list API.
     eprintln!("exporting every event as JSONL");
     let started = Instant::now();
@@ -412,6 +462,15 @@ async fn main() -> Result<()> {
             shape["p50_ms"].as_f64().unwrap(),
             shape["p99_ms"].as_f64().unwrap()
         );
+    }
+    if let Some(dashboard) = report.get("dashboard") {
+        for (mark, label) in [("first_rows", "first rows"), ("chart", "volume chart")] {
+            eprintln!(
+                "| dashboard: navigation to {label} | p50 {:.0} ms, max {:.0} ms |",
+                dashboard[mark]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                dashboard[mark]["max_ms"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
     }
     eprintln!(
         "| JSONL export (list API, 1000/page) | {:.0} events/s |",

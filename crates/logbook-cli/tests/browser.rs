@@ -4,170 +4,25 @@
 
 mod support;
 
-use base64::Engine;
+use logbook_testkit::Browser;
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 use support::{free_port, serve, wait_for_port, Killed};
 
 const ADMIN: &str = "browser-test-admin";
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A minimal WebDriver client: only the commands these tests use.
-struct Browser {
-    http: reqwest::Client,
-    session: String,
-    _driver: Killed,
-    _profile: tempfile::TempDir,
+fn screenshots() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artifacts/screenshots")
 }
 
-impl Browser {
-    async fn start() -> Browser {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (Debian package chromium-driver; scripts/test installs it)");
-        let driver = Killed(driver);
-        let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", "--window-size=1400,900",
-                     format!("--user-data-dir={}", profile.path().display())]}}}});
-        let created: Value = http
-            .post(format!("{base}/session"))
-            .json(&capabilities)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = created["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {created}"))
-            .to_string();
-        Browser {
-            http,
-            session: format!("{base}/session/{session}"),
-            _driver: driver,
-            _profile: profile,
-        }
-    }
-
-    async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let request = self.http.request(method, format!("{}{path}", self.session));
-        let request = if body.is_null() {
-            request
-        } else {
-            request.json(&body)
-        };
-        let reply: Value = request.send().await.unwrap().json().await.unwrap();
-        if let Some(error) = reply["value"].get("error") {
-            panic!("webdriver {path}: {error} {}", reply["value"]["message"]);
-        }
-        reply["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", json!({"url": url}))
-            .await;
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.command(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({"script": script, "args": []}),
-        )
-        .await
-    }
-
-    /// Polls `script` (which returns a value) until it is truthy; returns it.
-    async fn wait_for(&self, what: &str, script: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let value = self.js(script).await;
-            let truthy = !(value.is_null()
-                || value == json!(false)
-                || value == json!(0)
-                || value == json!("")
-                || value == json!([]));
-            if truthy {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what} (last value {value})"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The WebDriver id of the element matching `css`.
-    async fn find(&self, css: &str) -> String {
-        let element = self
-            .command(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        element[ELEMENT].as_str().unwrap().to_string()
-    }
-
-    async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            json!({}),
-        )
-        .await;
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            json!({"text": text}),
-        )
-        .await;
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let encoded = self
-            .command(reqwest::Method::GET, "/screenshot", Value::Null)
-            .await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.as_str().unwrap())
-            .unwrap();
-        let directory =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artifacts/screenshots");
-        std::fs::create_dir_all(&directory).unwrap();
-        std::fs::write(directory.join(format!("{name}.png")), bytes).unwrap();
-    }
-
-    /// Sets a control of the last filter row and fires `change`, as a person choosing from a list would.
-    async fn set_last_filter(&self, label: &str, value: &str) {
-        self.js(&format!(
+/// Sets a control of the last filter row and fires `change`, as a person choosing from a list would.
+async fn set_last_filter(browser: &Browser, label: &str, value: &str) {
+    browser
+        .js(&format!(
             "const c = document.querySelector('#filters .filter-row:last-child [aria-label=\"{label}\"]'); \
              c.value = {value:?}; c.dispatchEvent(new Event('change')); return true;"
         ))
         .await;
-    }
 }
 
 const ROWS: &str = "return [...document.querySelectorAll('#rows tr')].map(r => ({id: r.dataset.id, seq: Number(r.dataset.seq), \
@@ -185,13 +40,22 @@ async fn rows_where(browser: &Browser, what: &str, condition: &str) -> Vec<Value
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_in_a_real_browser() {
-    // A server with an audit trail: 60 old card updates, and a story created, updated and (recently) deleted.
+/// A running `logbook serve` with tenant `acme` holding an audit trail: 60 card updates from three hours ago,
+/// a story created, updated and (recently) deleted, one failed integration call, and `bulk` operational
+/// `bulk.import` events from the last two days.
+struct AuditTrail {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+    _server: Killed,
+    _dir: tempfile::TempDir,
+}
+
+async fn audit_trail(bulk: usize) -> AuditTrail {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _server = Killed(serve(dir.path(), port, ADMIN));
+    let server = Killed(serve(dir.path(), port, ADMIN));
     wait_for_port(port);
     let http = reqwest::Client::new();
     http.post(format!("{base}/v1/tenants"))
@@ -227,38 +91,63 @@ async fn the_dashboard_in_a_real_browser() {
         json!({"type": "integration.error", "outcome": "failure", "resources": {"bot_id": "bot_1"},
         "metadata": {"code": 429}, "created_at": now - 5 * minute}),
     );
-    let ingested = http
-        .post(format!("{base}/v1/events"))
-        .bearer_auth(&key)
-        .json(&events)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ingested.status(), 201);
+    events.extend((0..bulk as i64).map(|i| {
+        json!({"type": "bulk.import", "resources": {"dataset_id": format!("ds_{}", i % 7)},
+               "metadata": {"row": i, "note": "a \"quoted\", comma"}, "created_at": now - 2 * 1440 * minute + i * 1000})
+    }));
+    for chunk in events.chunks(1000) {
+        let ingested = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(&key)
+            .json(&chunk)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ingested.status(), 201);
+    }
+    AuditTrail {
+        base,
+        key,
+        http,
+        _server: server,
+        _dir: dir,
+    }
+}
 
-    let browser = Browser::start().await;
-
-    // Sign in; newest first.
-    browser.goto(&format!("{base}/")).await;
+/// Opens the dashboard and signs in with the tenant's key.
+async fn signed_in(browser: &Browser, trail: &AuditTrail) {
+    browser.goto(&format!("{}/", trail.base)).await;
     browser
         .wait_for(
             "the sign-in form",
             "return !document.getElementById('signin').hidden",
         )
         .await;
-    browser.type_into("#key", &key).await;
+    browser.type_into("#key", &trail.key).await;
     browser.click("#signin button[type=submit]").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_real_browser() {
+    let trail = audit_trail(0).await;
+    let AuditTrail {
+        base, key, http, ..
+    } = &trail;
+    let browser = Browser::start().await;
+
+    // Sign in; newest first.
+    signed_in(&browser, &trail).await;
     let rows = rows_where(&browser, "the first page", "rows.length === 50").await;
     let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().unwrap()).collect();
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(times, sorted, "newest first");
     assert_eq!(rows[0]["action"], "DELETED");
-    browser.screenshot("01-audit-log").await;
+    browser.screenshot(&screenshots(), "01-audit-log").await;
 
     // Action = DELETED.
     browser.click("#add-filter").await;
-    browser.set_last_filter("Action", "DELETED").await;
+    set_last_filter(&browser, "Action", "DELETED").await;
     let deleted = rows_where(
         &browser,
         "only deletions",
@@ -275,7 +164,9 @@ async fn the_dashboard_in_a_real_browser() {
             .contains("filter%5Baction%5D%5Beq%5D=DELETED"),
         "filters live in the URL"
     );
-    browser.screenshot("02-filter-deleted").await;
+    browser
+        .screenshot(&screenshots(), "02-filter-deleted")
+        .await;
 
     // The trash icon removes it.
     browser.click("#filters .remove-filter").await;
@@ -288,8 +179,8 @@ async fn the_dashboard_in_a_real_browser() {
 
     // Timestamp: relative "Last 1 hour".
     browser.click("#add-filter").await;
-    browser.set_last_filter("Category", "timestamp").await;
-    browser.set_last_filter("Time range", "1h").await;
+    set_last_filter(&browser, "Category", "timestamp").await;
+    set_last_filter(&browser, "Time range", "1h").await;
     let recent = rows_where(&browser, "the last hour", "rows.length === 2").await;
     assert!(
         recent.iter().all(|r| r["entity"] == "Welcome story"),
@@ -299,9 +190,9 @@ async fn the_dashboard_in_a_real_browser() {
 
     // Entity Name contains "welc" (case-insensitive).
     browser.click("#add-filter").await;
-    browser.set_last_filter("Category", "entity_name").await;
-    browser.set_last_filter("Operator", "contains").await;
-    browser.set_last_filter("Value", "welc").await;
+    set_last_filter(&browser, "Category", "entity_name").await;
+    set_last_filter(&browser, "Operator", "contains").await;
+    set_last_filter(&browser, "Value", "welc").await;
     let named = rows_where(&browser, "names containing welc", "rows.length === 3").await;
     assert!(named
         .iter()
@@ -334,7 +225,7 @@ async fn the_dashboard_in_a_real_browser() {
         styles["newColor"][1].as_u64().unwrap(),
     );
     assert!(g > r + 40, "new values are green: {styles}");
-    browser.screenshot("03-change-block").await;
+    browser.screenshot(&screenshots(), "03-change-block").await;
 
     // Entity timeline from a row: created, updated, deleted, oldest first.
     browser.click("#filters .remove-filter").await;
@@ -349,7 +240,9 @@ async fn the_dashboard_in_a_real_browser() {
         .await;
     let steps = browser.js("return [...document.querySelectorAll('.timeline-step .badge')].map(b => b.textContent)").await;
     assert_eq!(steps, json!(["CREATED", "UPDATED", "DELETED"]));
-    browser.screenshot("04-entity-timeline").await;
+    browser
+        .screenshot(&screenshots(), "04-entity-timeline")
+        .await;
     browser
         .js("document.getElementById('detail').hidden = true; return true")
         .await;
@@ -367,7 +260,7 @@ async fn the_dashboard_in_a_real_browser() {
     let fresh = json!({"action": "INVITED", "actor": {"id": "u_3", "name": "Carol"}, "entity": {"type": "access", "id": "acc_9", "name": "Dan"}});
     assert_eq!(
         http.post(format!("{base}/v1/events"))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .json(&fresh)
             .send()
             .await
@@ -395,7 +288,7 @@ async fn the_dashboard_in_a_real_browser() {
         .as_str()
         .unwrap()
         .contains("Resources"));
-    browser.screenshot("05-event-log").await;
+    browser.screenshot(&screenshots(), "05-event-log").await;
 
     // Sign out forgets the key.
     browser.click("#signout").await;
@@ -404,7 +297,7 @@ async fn the_dashboard_in_a_real_browser() {
     // A viewer token pinned to one actor shows only that actor's events, whatever the URL asks for.
     let token: Value = http
         .post(format!("{base}/v1/tenants/acme/viewer-tokens"))
-        .bearer_auth(&key)
+        .bearer_auth(key)
         .json(&json!({"filter": "actor=u_1"}))
         .send()
         .await
@@ -433,5 +326,263 @@ async fn the_dashboard_in_a_real_browser() {
         .as_str()
         .unwrap()
         .contains("actor=u_1"));
-    browser.screenshot("06-viewer-token").await;
+    browser.screenshot(&screenshots(), "06-viewer-token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_zoom_and_exports() {
+    // 1,200 operational events besides the audit trail: exports of the event log cross the 1,000-row page.
+    let trail = audit_trail(1200).await;
+    let browser = Browser::start().await;
+    signed_in(&browser, &trail).await;
+    rows_where(&browser, "the first page", "rows.length === 50").await;
+
+    // The chart spans the audit trail (oldest event three hours and twenty minutes ago) and is stacked by action.
+    let bars = browser
+        .wait_for(
+            "the chart's bars",
+            "const bars = document.querySelectorAll('#chart rect:not(#chart-selection)'); return bars.length > 3 ? bars.length : null",
+        )
+        .await;
+    assert!(bars.as_u64().unwrap() > 3);
+    let legend = browser
+        .js("return document.getElementById('chart-legend').textContent")
+        .await;
+    assert!(
+        ["UPDATED", "CREATED", "DELETED"]
+            .iter()
+            .all(|action| legend.as_str().unwrap().contains(action)),
+        "{legend}"
+    );
+
+    // Dragging across the right part of the chart narrows the time window to what was selected.
+    browser.drag_across("#chart", 100, 600).await;
+    let window = browser
+        .wait_for(
+            "since and until in the URL",
+            "const p = new URLSearchParams(location.search); return p.get('since') && p.get('until') ? [p.get('since'), p.get('until')] : null",
+        )
+        .await;
+    let (since, until) = (
+        window[0].as_str().unwrap().to_string(),
+        window[1].as_str().unwrap().to_string(),
+    );
+    let since_ms = logbook_core::time::parse_time(&since, 0).unwrap();
+    let until_ms = logbook_core::time::parse_time(&until, 0).unwrap();
+    assert!(since_ms < until_ms);
+    let narrowed = rows_where(&browser, "rows inside the selected window", "true").await;
+    for row in &narrowed {
+        let time = logbook_core::time::parse_time(row["time"].as_str().unwrap(), 0).unwrap();
+        assert!(
+            since_ms - 60_000 <= time && time <= until_ms + 60_000,
+            "{row} outside {since}..{until}"
+        );
+    }
+    let filters = browser
+        .js("return [...document.querySelectorAll('#filters .filter-row')].map(r => r.dataset.category)")
+        .await;
+    assert_eq!(filters, json!(["timestamp", "timestamp"]));
+    browser.screenshot(&screenshots(), "07-chart-zoomed").await;
+
+    // Exports of the event log view: every event of the view, across pages, in both formats.
+    browser.click("#tab-events").await;
+    // Clear the zoom: the whole event log.
+    browser.click("#filters .remove-filter").await;
+    browser.click("#filters .remove-filter").await;
+    browser
+        .wait_for(
+            "the event log",
+            "return document.getElementById('status').textContent !== 'Loading…' && document.querySelectorAll('#rows tr').length === 50 \
+             && !location.search.includes('since')",
+        )
+        .await;
+    let expected = 1200 + 64;
+    browser.click("#export-jsonl").await;
+    let jsonl = browser.take_download("logbook-export.jsonl").await;
+    let mut ids: Vec<String> = jsonl
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("each line is an event");
+            event["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), expected);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), expected, "no event twice in the JSONL export");
+
+    browser.click("#export-csv").await;
+    let csv = browser.take_download("logbook-export.csv").await;
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(reader.headers().unwrap().get(0), Some("id"));
+    let mut csv_ids: Vec<String> = reader
+        .records()
+        .map(|record| record.expect("a CSV record")[0].to_string())
+        .collect();
+    assert_eq!(csv_ids.len(), expected, "one header row, then every event");
+    csv_ids.sort();
+    assert_eq!(csv_ids, ids, "CSV and JSONL exports hold the same events");
+    browser
+        .wait_for(
+            "the export status",
+            &format!("return document.getElementById('status').textContent === 'Exported {expected} events.'"),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_only_narrow_window_and_dark_theme() {
+    let trail = audit_trail(0).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", trail.base)).await;
+    browser
+        .wait_for(
+            "the focused key field",
+            "return document.activeElement && document.activeElement.id === 'key'",
+        )
+        .await;
+
+    // Sign in with the keyboard alone.
+    browser
+        .keys(&format!("{}{}", trail.key, Browser::ENTER))
+        .await;
+    rows_where(&browser, "the first page", "rows.length === 50").await;
+    let active = "return document.activeElement ? (document.activeElement.id || document.activeElement.tagName) : null";
+
+    /// Presses Tab until `script` is true of the focused element; at most 60 times.
+    async fn tab_to(browser: &Browser, what: &str, script: &str) {
+        for _ in 0..60 {
+            if browser.js(script).await == json!(true) {
+                return;
+            }
+            browser.keys(Browser::TAB).await;
+        }
+        panic!("Tab never reached {what}");
+    }
+
+    // "+ Add filter", then Action → equals → DELETED with arrow keys.
+    tab_to(
+        &browser,
+        "+ Add filter",
+        "return document.activeElement.id === 'add-filter'",
+    )
+    .await;
+    browser.keys(Browser::ENTER).await;
+    assert_eq!(
+        browser
+            .js("return document.activeElement.getAttribute('aria-label')")
+            .await,
+        json!("Category")
+    );
+    browser.keys(&Browser::TAB.repeat(2)).await;
+    assert_eq!(
+        browser
+            .js("return document.activeElement.getAttribute('aria-label')")
+            .await,
+        json!("Action")
+    );
+    // The options: choose…, CREATED, UPDATED, DELETED.
+    browser.keys(&Browser::DOWN.repeat(3)).await;
+    let deleted = rows_where(
+        &browser,
+        "only deletions",
+        "rows.every(r => r.action === 'DELETED')",
+    )
+    .await;
+    assert_eq!(deleted.len(), 1);
+
+    // Tab to the row, then to its entity name: the change block shows on focus.
+    tab_to(
+        &browser,
+        "the first row",
+        "return document.activeElement.tagName === 'TR'",
+    )
+    .await;
+    browser.keys(Browser::TAB).await;
+    let shown = browser
+        .js(
+            "const a = document.activeElement; return a.classList.contains('entity-name') && \
+             getComputedStyle(a.parentElement.querySelector('.changes')).display === 'block'",
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!(true),
+        "focusing the entity name shows its changes"
+    );
+
+    // Back to the row; Enter opens the detail panel with the focus inside; on to the timeline; Escape closes
+    // it and gives the focus back to the row.
+    browser.keys(Browser::SHIFT_TAB).await;
+    assert_eq!(browser.js(active).await, json!("TR"));
+    browser.keys(Browser::ENTER).await;
+    browser
+        .wait_for(
+            "the detail panel",
+            "return !document.getElementById('detail').hidden && document.getElementById('detail').contains(document.activeElement)",
+        )
+        .await;
+    tab_to(
+        &browser,
+        "the timeline button",
+        "return document.activeElement.id === 'timeline-button'",
+    )
+    .await;
+    browser.keys(Browser::ENTER).await;
+    browser
+        .wait_for(
+            "the timeline",
+            "return document.getElementById('timeline-title')",
+        )
+        .await;
+    browser.keys(Browser::ESCAPE).await;
+    assert_eq!(
+        browser
+            .js("return document.getElementById('detail').hidden")
+            .await,
+        json!(true)
+    );
+    assert_eq!(
+        browser.js(active).await,
+        json!("TR"),
+        "focus returns to the row"
+    );
+
+    // A narrow window (a phone held upright): nothing sticks out of the page; the table scrolls on its own.
+    browser.resize(390, 844).await;
+    let layout = browser
+        .wait_for(
+            "the narrow layout",
+            "return window.innerWidth <= 420 ? { page: document.documentElement.scrollWidth, viewport: window.innerWidth, \
+             idColumn: getComputedStyle(document.querySelector('#thead th')).display, \
+             buttons: [...document.querySelectorAll('header button, #add-filter')].every(b => b.getBoundingClientRect().right <= window.innerWidth), \
+             rowsVisible: document.querySelector('#rows tr').getBoundingClientRect().height > 0 } : null",
+        )
+        .await;
+    assert!(
+        layout["page"].as_u64() <= layout["viewport"].as_u64(),
+        "no sideways scrolling of the page: {layout}"
+    );
+    assert_eq!(layout["idColumn"], "none", "{layout}");
+    assert_eq!(layout["buttons"], true, "{layout}");
+    assert_eq!(layout["rowsVisible"], true, "{layout}");
+    browser.screenshot(&screenshots(), "08-narrow").await;
+    browser.resize(1400, 900).await;
+
+    // The theme follows the system setting.
+    let colours = "const rgb = (c) => c.match(/\\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b, 0); \
+                   return { background: rgb(getComputedStyle(document.body).backgroundColor), text: rgb(getComputedStyle(document.body).color) };";
+    browser.color_scheme("dark").await;
+    let dark = browser.js(colours).await;
+    assert!(
+        dark["background"].as_u64().unwrap() < 150 && dark["text"].as_u64().unwrap() > 500,
+        "dark theme: {dark}"
+    );
+    browser.screenshot(&screenshots(), "09-dark").await;
+    browser.color_scheme("light").await;
+    let light = browser.js(colours).await;
+    assert!(
+        light["background"].as_u64().unwrap() > 700 && light["text"].as_u64().unwrap() < 150,
+        "light theme: {light}"
+    );
 }

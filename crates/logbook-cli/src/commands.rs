@@ -73,6 +73,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(max_body_bytes) = file.max_body_bytes {
         config.max_body_bytes = max_body_bytes;
     }
+    if let Some(seconds) = file.body_timeout_secs {
+        config.body_timeout = std::time::Duration::from_secs(seconds.max(1));
+    }
     if let Some(path) = &file.entity_catalog {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read the entity catalog {}", path.display()))?;

@@ -79,7 +79,7 @@ pub struct ServeArgs {
     /// Deployment admin key. If unset, the first start on an empty data directory generates one and prints it.
     #[arg(long, env = "LOGBOOK_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
-    /// Optional TOML configuration file (keys: data_dir, listen, admin_key, max_body_bytes, entity_catalog, [limits]).
+    /// Optional TOML configuration file (keys: data_dir, listen, admin_key, max_body_bytes, body_timeout_secs, entity_catalog, [limits]).
     #[arg(long, env = "LOGBOOK_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -92,6 +92,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub admin_key: Option<String>,
     pub max_body_bytes: Option<usize>,
+    /// Seconds a client may take to send a request body (default 60); slower bodies are answered 408.
+    pub body_timeout_secs: Option<u64>,
     #[serde(default)]
     pub limits: Option<logbook_core::Limits>,
     /// JSON file of entity types (`{"entity_types": [{"name", "description"}], "actions": [...]}`); default:

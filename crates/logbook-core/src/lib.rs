@@ -6,6 +6,7 @@
 //! - [`canonical`]: the canonical JSON form (RFC 8785) and the SHA-256 `hash` of every event;
 //! - [`filter`]: one filter AST, its parsers (query string, `q=` text syntax) and its evaluator;
 //! - [`cursor`]: the opaque, tamper-checked pagination cursor (sealed by [`signed`]);
+//! - [`json`]: strict JSON input (duplicate keys refused);
 //! - [`time`]: the accepted time forms (RFC 3339, epoch milliseconds, relative times);
 //! - [`demo`]: a generator of realistic chatbot-platform activity, for `logbook demo` and benchmarks.
 
@@ -16,6 +17,7 @@ pub mod diff;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod json;
 pub mod signed;
 pub mod time;
 

@@ -4,7 +4,7 @@
 use crate::auth::{Ingest, Read, Scoped};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -102,6 +102,7 @@ fn split_body<'a>(body: &'a str, jsonl: bool) -> Result<Vec<InputEvent<'a>>, Api
         (status = 201, description = "Every event is durable", body = crate::openapi::IngestResponse),
         (status = 400, description = "Invalid event or JSON; details.index (and details.line) name the first bad event", body = crate::openapi::ErrorBody),
         (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body was not received within the server's body timeout", body = crate::openapi::ErrorBody),
         (status = 409, description = "Idempotency-Key reused with another body", body = crate::openapi::ErrorBody),
         (status = 413, description = "Event, body or batch too large", body = crate::openapi::ErrorBody),
         (status = 415, body = crate::openapi::ErrorBody)))]
@@ -114,14 +115,9 @@ pub async fn ingest(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let jsonl = is_jsonl(&headers)?;
-    let bytes: Bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::payload_too_large(format!(
-                "the request body exceeds {} bytes; split it into smaller batches",
-                state.config.max_body_bytes
-            ))
-        })?;
+    let bytes =
+        crate::extract::read_body(body, state.config.max_body_bytes, state.config.body_timeout)
+            .await?;
     let text = std::str::from_utf8(&bytes).map_err(|error| {
         ApiError::bad_request(
             "invalid_json",
@@ -169,8 +165,8 @@ pub async fn ingest(
                 ..error
             }
         };
-        let value: Value =
-            serde_json::from_str(raw.text).map_err(|e| locate(json_syntax_error(e, raw.line)))?;
+        let value = logbook_core::json::from_str_strict(raw.text)
+            .map_err(|e| locate(json_syntax_error(e, raw.line)))?;
         let new_event = NewEvent::from_json(value, raw.text.len(), limits, now).map_err(|e| {
             let error = ApiError::from(e);
             if error.message.contains("bytes of JSON") {

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The entity catalog served at `/v1/entity-types`.
     pub catalog: logbook_core::demo::Catalog,
+    /// How long a client may take to send a request body, start to end; slower bodies are answered 408.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +48,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_body_bytes: 64 << 20,
             catalog: logbook_core::demo::Catalog::builtin(),
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

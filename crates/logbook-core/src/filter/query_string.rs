@@ -67,19 +67,37 @@ const PARAMETERS: &str = "limit, take, order, cursor, since, until, format, tena
 #[derive(Debug, Clone, Default)]
 pub struct RawQuery {
     pairs: Vec<(String, String)>,
+    /// The first parameter whose percent-decoded bytes are not UTF-8 (decoding replaced them with U+FFFD).
+    invalid_utf8: Option<String>,
 }
 
 impl RawQuery {
     pub fn parse(query: &str) -> RawQuery {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        // U+FFFD in a decoded pair that the client did not send (raw or as %EF%BF%BD) means invalid UTF-8.
+        let sent_replacement =
+            query.contains('\u{FFFD}') || query.to_ascii_uppercase().contains("%EF%BF%BD");
+        let invalid_utf8 = if sent_replacement {
+            None
+        } else {
+            pairs
+                .iter()
+                .find(|(key, value)| key.contains('\u{FFFD}') || value.contains('\u{FFFD}'))
+                .map(|(key, _)| key.clone())
+        };
         RawQuery {
-            pairs: form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect(),
+            pairs,
+            invalid_utf8,
         }
     }
 
     pub fn from_pairs(pairs: Vec<(String, String)>) -> RawQuery {
-        RawQuery { pairs }
+        RawQuery {
+            pairs,
+            invalid_utf8: None,
+        }
     }
 
     /// The last value of `key`.
@@ -112,6 +130,11 @@ impl RawQuery {
 
     /// Parses every parameter; `now` resolves relative times.
     pub fn to_list_query(&self, now: Millis) -> Result<ListQuery> {
+        if let Some(key) = &self.invalid_utf8 {
+            return Err(Error::invalid_filter(format!(
+                "query parameter `{key}` is not valid UTF-8 once percent-decoded; encode text as UTF-8"
+            )));
+        }
         let mut filters = Vec::new();
         let mut query = ListQuery {
             filter: Filter::All,

@@ -6,6 +6,7 @@ mod audit;
 mod auth_and_tenants;
 mod filters;
 mod histogram;
+mod hostile;
 mod ingest;
 mod pagination;
 mod viewer;

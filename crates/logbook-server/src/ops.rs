@@ -3,16 +3,30 @@
 use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-/// `GET /healthz`: 200 once the store is open and serving.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(), responses((status = 200, description = "Serving")))]
-pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// `GET /healthz`: 200 once the store is open and serving; 503 once it cannot accept writes (a failed fsync),
+/// until Logbook is restarted.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(), responses(
+    (status = 200, description = "Serving"),
+    (status = 503, description = "Reads work, writes are refused after a storage failure; restart to recover")))]
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let stats = state.store.stats();
-    Json(json!({"status": "ok", "events": stats.events, "tenants": stats.tenants}))
+    match stats.write_failure {
+        None => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "events": stats.events, "tenants": stats.tenants})),
+        ),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "read_only", "reason": reason, "events": stats.events, "tenants": stats.tenants}),
+            ),
+        ),
+    }
 }
 
 /// `GET /v1/entity-types`: the configured entity catalog and the known actions.

@@ -17,6 +17,7 @@
 use crate::catalog::{Catalog, Principal};
 use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex};
+use crate::io::{FileSystem, RealFs, StorageFile};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{
     ApiKey, AppendOutcome, AppendRequest, Bucket, CreatedKey, EventStore, Histogram,
@@ -45,9 +46,11 @@ const IDEMPOTENCY_WINDOW_MILLIS: Millis = 24 * 3_600_000;
 const MAX_GROUP_REQUESTS: usize = 4096;
 
 /// Settings of the embedded engine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     pub data_dir: PathBuf,
+    /// The file system under the write-ahead log: the real one, or a simulated one in fault-injection tests.
+    pub fs: Arc<dyn FileSystem>,
     /// A WAL segment is closed and a new one started past this size.
     pub segment_bytes: u64,
     /// Decompressed records kept in memory.
@@ -60,6 +63,7 @@ impl StoreOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StoreOptions {
             data_dir: data_dir.into(),
+            fs: Arc::new(RealFs),
             segment_bytes: 64 << 20,
             cache_records: 256,
             compression_level: 1,
@@ -119,11 +123,14 @@ impl Decoded {
 
 struct Shared {
     wal_dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
     catalog: Catalog,
     tenants: RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>,
-    files: RwLock<HashMap<u32, Arc<File>>>,
+    files: RwLock<HashMap<u32, Arc<dyn StorageFile>>>,
     cache: Mutex<LruCache<RecordPosition, Arc<Decoded>>>,
     events: AtomicU64,
+    /// Set by the writer when the WAL is poisoned.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -141,15 +148,15 @@ impl Shared {
             match cached {
                 Some(file) => file,
                 None => {
-                    let file = Arc::new(File::open(&path).map_err(|e| {
+                    let file = self.fs.open(&path).map_err(|e| {
                         StoreError::io(format!("failed to open {}", path.display()), e)
-                    })?);
+                    })?;
                     self.files.write().insert(position.segment, file.clone());
                     file
                 }
             }
         };
-        let (_, payload) = wal::read_record(&file, &path, position.offset)?;
+        let (_, payload) = wal::read_record(file.as_ref(), &path, position.offset)?;
         let text = zstd::decode_all(&payload[..]).map_err(|e| StoreError::Corruption {
             file: path.clone(),
             offset: position.offset,
@@ -228,7 +235,9 @@ impl EmbeddedStore {
             source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
         })?;
         let wal_dir = data_dir.join("wal");
-        fs::create_dir_all(&wal_dir)
+        options
+            .fs
+            .create_dir_all(&wal_dir)
             .map_err(|e| StoreError::io(format!("failed to create {}", wal_dir.display()), e))?;
         let catalog = Catalog::open(&data_dir.join("catalog.sqlite"))?;
 
@@ -240,7 +249,7 @@ impl EmbeddedStore {
             ..Recovery::default()
         };
         let mut pending: Vec<(RecordPosition, Vec<u8>)> = Vec::new();
-        let last = wal::recover(&wal_dir, |position, kind, payload| {
+        let last = wal::recover(options.fs.as_ref(), &wal_dir, |position, kind, payload| {
             if kind != KIND_EVENTS {
                 return Err(recovery.corrupt(position, format!("unknown record kind {kind}")));
             }
@@ -265,13 +274,15 @@ impl EmbeddedStore {
             "replayed the write-ahead log"
         );
 
-        let wal_writer = WalWriter::open(&wal_dir, last, options.segment_bytes)?;
+        let wal_writer =
+            WalWriter::open(options.fs.clone(), &wal_dir, last, options.segment_bytes)?;
         let seqs = tenants
             .iter()
             .map(|(tenant, index)| (tenant.clone(), index.len() as u64))
             .collect();
         let shared = Arc::new(Shared {
             wal_dir,
+            fs: options.fs.clone(),
             catalog,
             tenants: RwLock::new(
                 tenants
@@ -280,6 +291,7 @@ impl EmbeddedStore {
                     .collect(),
             ),
             files: RwLock::new(HashMap::new()),
+            write_failure: Mutex::new(None),
             cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(options.cache_records.max(1)).expect("non-zero"),
             )),
@@ -740,18 +752,20 @@ impl EventStore for EmbeddedStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let wal_bytes = wal::list_segments(&self.shared.wal_dir)
+        let fs = self.shared.fs.as_ref();
+        let wal_bytes = wal::list_segments(fs, &self.shared.wal_dir)
             .unwrap_or_default()
             .into_iter()
             .filter_map(|segment| {
-                fs::metadata(wal::segment_path(&self.shared.wal_dir, segment)).ok()
+                fs.len(&wal::segment_path(&self.shared.wal_dir, segment))
+                    .ok()
             })
-            .map(|metadata| metadata.len())
             .sum();
         StoreStats {
             events: self.shared.events.load(AtomicOrdering::Relaxed),
             tenants: self.shared.catalog.list_tenants().len() as u64,
             wal_bytes,
+            write_failure: self.shared.write_failure.lock().clone(),
         }
     }
 
@@ -1046,6 +1060,9 @@ impl WriterState {
             Ok(positions) => positions,
             Err(error) => {
                 tracing::error!(%error, "write-ahead log append failed; the group is not acknowledged");
+                if let Err(poisoned) = self.wal.check_poisoned() {
+                    *self.shared.write_failure.lock() = Some(poisoned.to_string());
+                }
                 for (plan, reply) in plans.into_iter().zip(replies) {
                     let result = match plan {
                         Plan::Done(result) => result,

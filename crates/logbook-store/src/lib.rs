@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod index;
+pub mod io;
 pub mod wal;
 
 pub use catalog::{ApiKey, CreatedKey, Principal, Scope, Tenant};
@@ -125,6 +126,8 @@ pub struct StoreStats {
     pub events: u64,
     pub tenants: u64,
     pub wal_bytes: u64,
+    /// Why the store no longer accepts writes (a failed fsync), until it is reopened; `None` when healthy.
+    pub write_failure: Option<String>,
 }
 
 /// An append in progress: resolves once the request's events are durable and visible to reads (or failed).

@@ -18,10 +18,9 @@
 //! truncated before it. Any other bad record is corruption, reported with the file and offset.
 
 use crate::error::{Result, StoreError};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use crate::io::{FileSystem, StorageFile};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const MAGIC: &[u8; 8] = b"LOGBOOKW";
 pub const FORMAT_VERSION: u32 = 1;
@@ -46,8 +45,9 @@ pub fn segment_path(directory: &Path, segment: u32) -> PathBuf {
 
 /// Appends to the newest segment.
 pub struct WalWriter {
+    fs: Arc<dyn FileSystem>,
     directory: PathBuf,
-    file: File,
+    file: Arc<dyn StorageFile>,
     segment: u32,
     length: u64,
     segment_limit: u64,
@@ -66,6 +66,7 @@ fn frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
 impl WalWriter {
     /// Opens the writer after recovery; `last` is the last segment and its valid length.
     pub fn open(
+        fs: Arc<dyn FileSystem>,
         directory: &Path,
         last: Option<(u32, u64)>,
         segment_limit: u64,
@@ -73,11 +74,11 @@ impl WalWriter {
         match last {
             Some((segment, length)) => {
                 let path = segment_path(directory, segment);
-                let file = OpenOptions::new()
-                    .write(true)
+                let file = fs
                     .open(&path)
                     .map_err(|e| StoreError::io(format!("failed to open {}", path.display()), e))?;
                 Ok(WalWriter {
+                    fs,
                     directory: directory.to_path_buf(),
                     file,
                     segment,
@@ -87,8 +88,9 @@ impl WalWriter {
                 })
             }
             None => {
-                let (file, length) = create_segment(directory, 1)?;
+                let (file, length) = create_segment(fs.as_ref(), directory, 1)?;
                 Ok(WalWriter {
+                    fs,
                     directory: directory.to_path_buf(),
                     file,
                     segment: 1,
@@ -163,7 +165,7 @@ impl WalWriter {
 
     fn roll(&mut self) -> Result<()> {
         self.sync()?;
-        let (file, length) = create_segment(&self.directory, self.segment + 1)?;
+        let (file, length) = create_segment(self.fs.as_ref(), &self.directory, self.segment + 1)?;
         self.file = file;
         self.segment += 1;
         self.length = length;
@@ -175,46 +177,51 @@ impl WalWriter {
     }
 }
 
-fn create_segment(directory: &Path, segment: u32) -> Result<(File, u64)> {
+fn create_segment(
+    fs: &dyn FileSystem,
+    directory: &Path,
+    segment: u32,
+) -> Result<(Arc<dyn StorageFile>, u64)> {
     let path = segment_path(directory, segment);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
+    let file = fs
+        .create_new(&path)
         .map_err(|e| StoreError::io(format!("failed to create {}", path.display()), e))?;
     let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     header.extend_from_slice(&segment.to_le_bytes());
-    file.write_all(&header)
-        .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))?;
-    file.sync_all()
-        .map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))?;
-    sync_directory(directory)?;
+    let written = file
+        .write_all_at(&header, 0)
+        .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))
+        .and_then(|()| {
+            file.sync_data()
+                .map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))
+        })
+        .and_then(|()| sync_directory(fs, directory));
+    if let Err(error) = written {
+        // Leave no half-made segment behind, so that a later roll (say, once space is freed) can create it.
+        let _ = fs.remove(&path);
+        return Err(error);
+    }
     Ok((file, SEGMENT_HEADER_BYTES))
 }
 
-pub fn sync_directory(directory: &Path) -> Result<()> {
-    File::open(directory)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| {
-            StoreError::io(
-                format!("failed to sync directory {}", directory.display()),
-                e,
-            )
-        })
+pub fn sync_directory(fs: &dyn FileSystem, directory: &Path) -> Result<()> {
+    fs.sync_directory(directory).map_err(|e| {
+        StoreError::io(
+            format!("failed to sync directory {}", directory.display()),
+            e,
+        )
+    })
 }
 
 /// The segment numbers present, in order.
-pub fn list_segments(directory: &Path) -> Result<Vec<u32>> {
+pub fn list_segments(fs: &dyn FileSystem, directory: &Path) -> Result<Vec<u32>> {
     let mut segments = Vec::new();
-    let entries = fs::read_dir(directory)
+    let names = fs
+        .list(directory)
         .map_err(|e| StoreError::io(format!("failed to read {}", directory.display()), e))?;
-    for entry in entries {
-        let entry = entry
-            .map_err(|e| StoreError::io(format!("failed to read {}", directory.display()), e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for name in names {
         if let Some(number) = name
             .strip_suffix(".wal")
             .and_then(|stem| stem.parse::<u32>().ok())
@@ -266,15 +273,17 @@ fn check_frame(bytes: &[u8], offset: usize) -> FrameCheck<'_> {
 /// Reads every record of every segment in order, calling `visit` for each, and repairs a torn tail.
 /// Returns the last segment and its valid length, or `None` for an empty log.
 pub fn recover(
+    fs: &dyn FileSystem,
     directory: &Path,
     mut visit: impl FnMut(RecordPosition, u8, &[u8]) -> Result<()>,
 ) -> Result<Option<(u32, u64)>> {
-    let segments = list_segments(directory)?;
+    let segments = list_segments(fs, directory)?;
     let mut last = None;
     for (index, &segment) in segments.iter().enumerate() {
         let is_last_segment = index + 1 == segments.len();
         let path = segment_path(directory, segment);
-        let bytes = fs::read(&path)
+        let bytes = fs
+            .read(&path)
             .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
         let header_ok = bytes.len() >= SEGMENT_HEADER_BYTES as usize
             && &bytes[0..8] == MAGIC
@@ -283,10 +292,10 @@ pub fn recover(
             if is_last_segment && bytes.len() < SEGMENT_HEADER_BYTES as usize {
                 // Crash while creating the segment: recreate it empty.
                 tracing::warn!(file = %path.display(), "rewriting a segment whose header was torn by a crash");
-                fs::remove_file(&path).map_err(|e| {
+                fs.remove(&path).map_err(|e| {
                     StoreError::io(format!("failed to remove {}", path.display()), e)
                 })?;
-                let (_, length) = create_segment(directory, segment)?;
+                let (_, length) = create_segment(fs, directory, segment)?;
                 last = Some((segment, length));
                 continue;
             }
@@ -334,13 +343,13 @@ pub fn recover(
                         });
                     }
                     tracing::warn!(file = %path.display(), offset, reason, "truncating a torn tail left by a crash");
-                    let file = OpenOptions::new().write(true).open(&path).map_err(|e| {
+                    let file = fs.open(&path).map_err(|e| {
                         StoreError::io(format!("failed to open {}", path.display()), e)
                     })?;
                     file.set_len(offset as u64).map_err(|e| {
                         StoreError::io(format!("failed to truncate {}", path.display()), e)
                     })?;
-                    file.sync_all().map_err(|e| {
+                    file.sync_data().map_err(|e| {
                         StoreError::io(format!("failed to sync {}", path.display()), e)
                     })?;
                     break;
@@ -353,7 +362,7 @@ pub fn recover(
 }
 
 /// Reads one record's payload at a known position (written and synced earlier).
-pub fn read_record(file: &File, path: &Path, offset: u64) -> Result<(u8, Vec<u8>)> {
+pub fn read_record(file: &dyn StorageFile, path: &Path, offset: u64) -> Result<(u8, Vec<u8>)> {
     let mut header = [0u8; RECORD_HEADER_BYTES];
     file.read_exact_at(&mut header, offset)
         .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
@@ -383,10 +392,16 @@ pub fn read_record(file: &File, path: &Path, offset: u64) -> Result<(u8, Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::RealFs;
+    use std::fs;
+
+    fn open_writer(directory: &Path, last: Option<(u32, u64)>, limit: u64) -> WalWriter {
+        WalWriter::open(Arc::new(RealFs), directory, last, limit).unwrap()
+    }
 
     fn records(directory: &Path) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
-        recover(directory, |_, _, payload| {
+        recover(&RealFs, directory, |_, _, payload| {
             out.push(payload.to_vec());
             Ok(())
         })?;
@@ -396,12 +411,12 @@ mod tests {
     #[test]
     fn appends_survive_reopen_and_roll_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = WalWriter::open(dir.path(), None, 64).unwrap();
+        let mut writer = open_writer(dir.path(), None, 64);
         for index in 0..10u8 {
             writer.append(&[(KIND_EVENTS, vec![index; 20])]).unwrap();
             writer.sync().unwrap();
         }
-        assert!(list_segments(dir.path()).unwrap().len() > 1);
+        assert!(list_segments(&RealFs, dir.path()).unwrap().len() > 1);
         let got = records(dir.path()).unwrap();
         assert_eq!(got, (0..10u8).map(|i| vec![i; 20]).collect::<Vec<_>>());
     }
@@ -409,7 +424,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_appending_continues() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = WalWriter::open(dir.path(), None, 1 << 20).unwrap();
+        let mut writer = open_writer(dir.path(), None, 1 << 20);
         writer
             .append(&[
                 (KIND_EVENTS, b"first".to_vec()),
@@ -430,8 +445,8 @@ mod tests {
                 vec![b"first".to_vec()],
                 "cut at {cut}"
             );
-            let last = recover(copy.path(), |_, _, _| Ok(())).unwrap();
-            let mut writer = WalWriter::open(copy.path(), last, 1 << 20).unwrap();
+            let last = recover(&RealFs, copy.path(), |_, _, _| Ok(())).unwrap();
+            let mut writer = open_writer(copy.path(), last, 1 << 20);
             writer.append(&[(KIND_EVENTS, b"third".to_vec())]).unwrap();
             writer.sync().unwrap();
             assert_eq!(
@@ -444,7 +459,7 @@ mod tests {
     #[test]
     fn corruption_before_valid_records_names_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = WalWriter::open(dir.path(), None, 1 << 20).unwrap();
+        let mut writer = open_writer(dir.path(), None, 1 << 20);
         writer
             .append(&[
                 (KIND_EVENTS, b"first".to_vec()),
@@ -468,7 +483,7 @@ mod tests {
     #[test]
     fn unknown_format_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        WalWriter::open(dir.path(), None, 1 << 20).unwrap();
+        open_writer(dir.path(), None, 1 << 20);
         let path = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&path).unwrap();
         bytes[8] = 99;

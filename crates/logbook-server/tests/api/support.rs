@@ -14,7 +14,7 @@ pub const ADMIN: &str = "test-admin-key";
 
 pub struct TestServer {
     pub router: Router,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub struct Reply {
@@ -59,7 +59,15 @@ impl TestServer {
         store.ensure_admin_key(Some(ADMIN)).unwrap();
         let store: Arc<dyn EventStore> = Arc::new(store);
         let router = logbook_server::router(AppState::new(store, config));
-        TestServer { router, _dir: dir }
+        TestServer {
+            router,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A test server over a router whose store the caller set up (and whose directory the caller keeps).
+    pub fn from_router(router: Router) -> TestServer {
+        TestServer { router, _dir: None }
     }
 
     pub async fn send(

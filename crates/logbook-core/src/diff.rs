@@ -25,12 +25,28 @@ pub struct DiffEntry {
     /// JSON Pointer (RFC 6901) of the leaf; `""` is the whole snapshot.
     pub path: String,
     pub op: DiffOp,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Absent for `added`; a JSON `null` leaf is `Some(Value::Null)`, which reads back as such.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
     #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Absent for `removed`; a JSON `null` leaf is `Some(Value::Null)`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
     #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
+}
+
+/// A key that is present is `Some`, even when its value is `null` (serde's `Option` would read `null` as
+/// `None`, and the event would then no longer match its hash). A missing key is `None` through `default`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// Computes the delta from `before` to `after`; either may be absent.

@@ -847,6 +847,29 @@ mod tests {
         }
     }
 
+    /// Found by the `event_validation` fuzz target: a `null` leaf in a diff read back as a missing key, so the
+    /// stored JSON no longer matched its hash.
+    #[test]
+    fn the_hash_survives_a_json_round_trip_with_null_leaves() {
+        let event = validate(json!({"action": "UPDATED", "entity": {"type": "bot", "id": "b1"},
+            "changes": {"before": {"gone": null, "kept": 1, "cfg": {"x": null}}, "after": {"kept": 1, "new": null, "cfg": {"x": 2}}},
+            "metadata": {"n": null}}))
+        .unwrap()
+        .into_event(assigned());
+        assert!(event
+            .changes
+            .as_ref()
+            .unwrap()
+            .diff
+            .iter()
+            .any(|entry| entry.after == Some(Value::Null)));
+        let text = serde_json::to_string(&event).unwrap();
+        let parsed: Event = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, event);
+        assert_eq!(parsed.compute_hash(), event.hash);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
+    }
+
     #[test]
     fn type_defaults_from_entity_and_action() {
         let event =

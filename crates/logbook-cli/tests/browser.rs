@@ -58,23 +58,9 @@ async fn audit_trail(bulk: usize) -> AuditTrail {
     let server = Killed(serve(dir.path(), port, ADMIN));
     wait_for_port(port);
     let http = reqwest::Client::new();
-    http.post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "acme"}))
-        .send()
-        .await
-        .unwrap();
-    let key: Value = http
-        .post(format!("{base}/v1/tenants/acme/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"scopes": ["read", "ingest", "admin"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["key"].as_str().unwrap().to_string();
+    let key =
+        logbook_testkit::tenant_key(&http, &base, ADMIN, "acme", &["read", "ingest", "admin"])
+            .await;
     let now = logbook_core::time::now_millis();
     let minute = 60_000;
     let mut events: Vec<Value> = (0..60)
@@ -468,19 +454,10 @@ async fn keyboard_only_narrow_window_and_dark_theme() {
     )
     .await;
     browser.keys(Browser::ENTER).await;
-    assert_eq!(
-        browser
-            .js("return document.activeElement.getAttribute('aria-label')")
-            .await,
-        json!("Category")
-    );
+    let focused_label = "return document.activeElement.getAttribute('aria-label')";
+    assert_eq!(browser.js(focused_label).await, json!("Category"));
     browser.keys(&Browser::TAB.repeat(2)).await;
-    assert_eq!(
-        browser
-            .js("return document.activeElement.getAttribute('aria-label')")
-            .await,
-        json!("Action")
-    );
+    assert_eq!(browser.js(focused_label).await, json!("Action"));
     // The options: choose…, CREATED, UPDATED, DELETED.
     browser.keys(&Browser::DOWN.repeat(3)).await;
     let deleted = rows_where(

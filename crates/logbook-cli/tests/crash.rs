@@ -51,25 +51,8 @@ async fn acknowledged_events_survive_repeated_kill_9() {
         let mut child = serve(dir.path(), port, ADMIN);
         wait_for_port(port);
         if round == 0 {
-            let created = client
-                .post(format!("{base}/v1/tenants"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"id": "crash"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(created.status(), 201);
-            let created: Value = client
-                .post(format!("{base}/v1/tenants/crash/keys"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"scopes": ["ingest", "read"]}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            key = created["key"].as_str().unwrap().to_string();
+            key = logbook_testkit::tenant_key(&client, &base, ADMIN, "crash", &["ingest", "read"])
+                .await;
         }
         verify(&client, &base, &key, &acknowledged).await;
 

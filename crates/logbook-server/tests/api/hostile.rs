@@ -376,23 +376,16 @@ async fn socket_server() -> (
     ));
     let http = reqwest::Client::new();
     let base = format!("http://{address}");
-    http.post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "acme"}))
-        .send()
-        .await
-        .unwrap();
-    let key: serde_json::Value = http
-        .post(format!("{base}/v1/tenants/acme/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"scopes": ["ingest", "read"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (address, key["key"].as_str().unwrap().to_string(), dir, stop)
+    let key = logbook_testkit::tenant_key(&http, &base, ADMIN, "acme", &["ingest", "read"]).await;
+    (address, key, dir, stop)
+}
+
+/// Sends raw `request` bytes on a new connection and returns the raw response.
+async fn exchange(address: &str, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The server may answer and close before it has read everything; the answer is what matters.
+    let _ = stream.write_all(request.as_bytes()).await;
+    read_response(&mut stream).await
 }
 
 /// Reads a whole HTTP/1.1 response (the server closes or says how long it is); at most 10 s.
@@ -428,13 +421,14 @@ async fn oversized_headers_and_slow_trickled_bodies() {
     let (address, key, _dir, _stop) = socket_server().await;
 
     // Headers too large: refused by the HTTP layer with 431.
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let request = format!(
-        "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nX-Padding: {}\r\n\r\n",
-        "p".repeat(1 << 20)
-    );
-    let _ = stream.write_all(request.as_bytes()).await;
-    let response = read_response(&mut stream).await;
+    let response = exchange(
+        &address,
+        &format!(
+            "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nX-Padding: {}\r\n\r\n",
+            "p".repeat(1 << 20)
+        ),
+    )
+    .await;
     assert!(
         response.starts_with("HTTP/1.1 431"),
         "{}",
@@ -442,13 +436,14 @@ async fn oversized_headers_and_slow_trickled_bodies() {
     );
 
     // A request line longer than the HTTP layer accepts.
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let request = format!(
-        "GET /v1/events?q={} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
-        "a".repeat(1 << 20)
-    );
-    let _ = stream.write_all(request.as_bytes()).await;
-    let response = read_response(&mut stream).await;
+    let response = exchange(
+        &address,
+        &format!(
+            "GET /v1/events?q={} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n",
+            "a".repeat(1 << 20)
+        ),
+    )
+    .await;
     assert!(
         response.starts_with("HTTP/1.1 414") || response.starts_with("HTTP/1.1 431"),
         "{}",

@@ -35,12 +35,7 @@ struct InputEvent<'a> {
 }
 
 fn is_jsonl(headers: &HeaderMap) -> Result<bool, ApiError> {
-    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(false);
-    };
-    let content_type = content_type.to_str().unwrap_or("").to_ascii_lowercase();
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    match essence {
+    match crate::extract::media_type(headers).as_str() {
         "application/json" | "" => Ok(false),
         "application/x-ndjson" | "application/jsonl" | "application/x-jsonl" | "application/ndjson" => Ok(true),
         other => Err(ApiError::new(

@@ -43,6 +43,20 @@ pub async fn read_body(
     }
 }
 
+/// The media type of a request's `Content-Type`, lower-case and without parameters (`""` when absent).
+pub fn media_type(headers: &axum::http::HeaderMap) -> String {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// A JSON request body (content type `application/json`), read with the server's size limit and deadline.
 pub struct ApiJson<T>(pub T);
 
@@ -50,13 +64,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
+        let essence = media_type(request.headers());
+        if essence != "application/json" {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

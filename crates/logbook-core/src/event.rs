@@ -870,6 +870,31 @@ mod tests {
         assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
     }
 
+    /// Found by fuzzing too: without serde_json's exact float parsing, `6E49` read back one ULP off, so the
+    /// stored event no longer matched its hash.
+    #[test]
+    fn the_hash_survives_a_json_round_trip_with_awkward_floats() {
+        for number in [
+            "6E49",
+            "1.7976931348623157e308",
+            "5e-324",
+            "0.1",
+            "2.2250738585072014e-308",
+            "123456789.12345678",
+        ] {
+            let text = format!(
+                r#"{{"type":"t","metadata":{{"n":{number}}},"changes":{{"before":{{"n":{number}}}}}}}"#
+            );
+            let value: Value = crate::json::from_str_strict(&text).unwrap();
+            let event = NewEvent::from_json(value, text.len(), &Limits::default(), NOW)
+                .unwrap()
+                .into_event(assigned());
+            let parsed: Event =
+                serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+            assert_eq!(parsed.compute_hash(), event.hash, "{number}");
+        }
+    }
+
     #[test]
     fn type_defaults_from_entity_and_action() {
         let event =

@@ -399,6 +399,18 @@ mod tests {
         WalWriter::open(Arc::new(RealFs), directory, last, limit).unwrap()
     }
 
+    /// A log holding the records "first" and "second", synced.
+    fn write_first_and_second(directory: &Path) {
+        let mut writer = open_writer(directory, None, 1 << 20);
+        writer
+            .append(&[
+                (KIND_EVENTS, b"first".to_vec()),
+                (KIND_EVENTS, b"second".to_vec()),
+            ])
+            .unwrap();
+        writer.sync().unwrap();
+    }
+
     fn records(directory: &Path) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         recover(&RealFs, directory, |_, _, payload| {
@@ -424,15 +436,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_appending_continues() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = open_writer(dir.path(), None, 1 << 20);
-        writer
-            .append(&[
-                (KIND_EVENTS, b"first".to_vec()),
-                (KIND_EVENTS, b"second".to_vec()),
-            ])
-            .unwrap();
-        writer.sync().unwrap();
-        drop(writer);
+        write_first_and_second(dir.path());
         let path = segment_path(dir.path(), 1);
         let full = fs::metadata(&path).unwrap().len();
         // Every possible tear inside the second record loses only that record.
@@ -459,14 +463,7 @@ mod tests {
     #[test]
     fn corruption_before_valid_records_names_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = open_writer(dir.path(), None, 1 << 20);
-        writer
-            .append(&[
-                (KIND_EVENTS, b"first".to_vec()),
-                (KIND_EVENTS, b"second".to_vec()),
-            ])
-            .unwrap();
-        writer.sync().unwrap();
+        write_first_and_second(dir.path());
         let path = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&path).unwrap();
         bytes[SEGMENT_HEADER_BYTES as usize + RECORD_HEADER_BYTES + 1] ^= 0xff; // flip a bit in "first"

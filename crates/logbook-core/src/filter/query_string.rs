@@ -67,26 +67,36 @@ const PARAMETERS: &str = "limit, take, order, cursor, since, until, format, tena
 #[derive(Debug, Clone, Default)]
 pub struct RawQuery {
     pairs: Vec<(String, String)>,
-    /// The first parameter whose percent-decoded bytes are not UTF-8 (decoding replaced them with U+FFFD).
+    /// The first parameter (as sent) whose percent-decoded bytes are not UTF-8; such a pair is left out.
     invalid_utf8: Option<String>,
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space), refusing bytes that are not
+/// UTF-8 rather than replacing them.
+fn decode_component(component: &str) -> Option<String> {
+    let bytes: Vec<u8> = component
+        .bytes()
+        .map(|byte| if byte == b'+' { b' ' } else { byte })
+        .collect();
+    percent_encoding::percent_decode(&bytes)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
 }
 
 impl RawQuery {
     pub fn parse(query: &str) -> RawQuery {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-        // U+FFFD in a decoded pair that the client did not send (raw or as %EF%BF%BD) means invalid UTF-8.
-        let sent_replacement =
-            query.contains('\u{FFFD}') || query.to_ascii_uppercase().contains("%EF%BF%BD");
-        let invalid_utf8 = if sent_replacement {
-            None
-        } else {
-            pairs
-                .iter()
-                .find(|(key, value)| key.contains('\u{FFFD}') || value.contains('\u{FFFD}'))
-                .map(|(key, _)| key.clone())
-        };
+        let mut pairs = Vec::new();
+        let mut invalid_utf8 = None;
+        for part in query.split('&').filter(|part| !part.is_empty()) {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            match (decode_component(key), decode_component(value)) {
+                (Some(key), Some(value)) => pairs.push((key, value)),
+                _ => {
+                    invalid_utf8.get_or_insert_with(|| key.to_string());
+                }
+            }
+        }
         RawQuery {
             pairs,
             invalid_utf8,
@@ -252,6 +262,24 @@ mod tests {
 
     fn text(value: &str) -> Operand {
         Operand::Text(value.into())
+    }
+
+    #[test]
+    fn decodes_form_encoding_and_refuses_invalid_utf8() {
+        let raw = RawQuery::parse("a+b=c%20d&&e=%E2%9C%93&flag&q=%EF%BF%BD");
+        assert_eq!(raw.get("a b"), Some("c d"));
+        assert_eq!(raw.get("e"), Some("\u{2713}"));
+        assert_eq!(raw.get("flag"), Some(""));
+        // A U+FFFD that the client sent is a value like any other.
+        assert_eq!(raw.get("q"), Some("\u{FFFD}"));
+        assert!(RawQuery::parse("type=%EF%BF%BD").to_list_query(NOW).is_ok());
+        for query in ["type=%FF%FE", "meta.%C3=1", "ok=1&type=%E2%9C"] {
+            let error = RawQuery::parse(query)
+                .to_list_query(NOW)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("not valid UTF-8"), "{query}: {error}");
+        }
     }
 
     #[test]

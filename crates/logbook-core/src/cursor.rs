@@ -15,11 +15,18 @@ use crate::filter::query_string::Order;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 
+/// [`Cursor::tenant`] of a listing across all tenants; never a tenant id (those cannot contain `*`).
+pub const ALL_TENANTS: &str = "*";
+
 /// A decoded cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
+    /// The listing's tenant, or [`ALL_TENANTS`] for the deployment admin's listing across tenants.
     #[serde(rename = "t")]
     pub tenant: String,
+    /// In a listing across tenants, the tenant of the last event (the order is `(created_at, tenant, seq)`).
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub at_tenant: Option<String>,
     #[serde(rename = "o")]
     pub descending: bool,
     #[serde(rename = "c")]
@@ -67,6 +74,7 @@ mod tests {
     fn sample() -> Cursor {
         Cursor {
             tenant: "acme".into(),
+            at_tenant: None,
             descending: true,
             created_at: 5,
             seq: 9,

@@ -9,11 +9,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use logbook_core::cursor::Cursor;
+use logbook_core::cursor::{Cursor, ALL_TENANTS};
 use logbook_core::event::{Event, NewEvent};
 use logbook_core::filter::query_string::{Format, Order, RawQuery as QueryPairs};
 use logbook_core::time::{now_millis, Millis};
-use logbook_store::{AppendRequest, HistogramRequest, IdempotencyKey, Position, RawEvent};
+use logbook_store::{
+    AppendRequest, HistogramRequest, IdempotencyKey, Position, RawEvent, TenantPosition,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -273,7 +275,7 @@ pub async fn get_event(
         ("until" = Option<String>, Query, description = "Exclusive upper bound on created_at"),
         ("format" = Option<String>, Query, description = "json (default), jsonl or csv; Accept: application/x-ndjson also selects jsonl"),
         ("q" = Option<String>, Query, description = "Text query: field:value terms, -negation, :> :>= :< :<=, prefix*, \"phrases\""),
-        ("tenant" = Option<String>, Query, description = "Tenant to read (admin key)"),
+        ("tenant" = Option<String>, Query, description = "Tenant to read (admin key); without it the admin key lists every tenant, ordered by created_at, tenant, then seq"),
         ("filter[<field>][<op>]" = Option<String>, Query, description = "Structured filter; ops eq ne gt gte lt lte contains not_contains prefix in not_in exists"),
         ("type" = Option<String>, Query, description = "Shorthand equality (also action, actor, entity_type, entity_id, outcome, <key>_id, meta.<path>); commas mean any of")),
     responses((status = 200, body = crate::openapi::EventPage), (status = 400, description = "invalid_filter or invalid_cursor", body = crate::openapi::ErrorBody)))]
@@ -295,7 +297,13 @@ pub async fn list_events(
         .map(|cursor| cursor.now)
         .unwrap_or_else(now_millis);
     let mut list_query = pairs.to_list_query(now)?;
-    let tenant = caller.tenant(list_query.tenant.as_deref())?;
+    // The deployment admin without `tenant=` lists every tenant's events.
+    let all_tenants = caller.is_admin() && list_query.tenant.is_none();
+    let tenant = if all_tenants {
+        ALL_TENANTS.to_string()
+    } else {
+        caller.tenant(list_query.tenant.as_deref())?
+    };
     list_query.filter =
         logbook_core::Filter::and(vec![list_query.filter, caller.pinned_filter(now)?]);
     let fingerprint = pairs.fingerprint();
@@ -313,23 +321,42 @@ pub async fn list_events(
             ));
         }
     }
-    let after = cursor.as_ref().map(|cursor| Position {
-        created_at: cursor.created_at,
-        seq: cursor.seq,
-    });
     let store = state.store.clone();
     let query_for_store = list_query.clone();
-    let list_tenant = tenant.clone();
-    let page =
-        tokio::task::spawn_blocking(move || store.list(&list_tenant, &query_for_store, after))
-            .await
-            .map_err(|_| ApiError::internal())??;
-    let next_cursor = page.next.map(|position| {
+    let (items, next) = if all_tenants {
+        let after = cursor.as_ref().map(|cursor| TenantPosition {
+            created_at: cursor.created_at,
+            tenant: cursor.at_tenant.clone().unwrap_or_default(),
+            seq: cursor.seq,
+        });
+        let page =
+            tokio::task::spawn_blocking(move || store.list_all(&query_for_store, after.as_ref()))
+                .await
+                .map_err(|_| ApiError::internal())??;
+        let next = page
+            .next
+            .map(|next| (next.created_at, Some(next.tenant), next.seq));
+        (page.items.into_iter().map(|(_, item)| item).collect(), next)
+    } else {
+        let after = cursor.as_ref().map(|cursor| Position {
+            created_at: cursor.created_at,
+            seq: cursor.seq,
+        });
+        let list_tenant = tenant.clone();
+        let page =
+            tokio::task::spawn_blocking(move || store.list(&list_tenant, &query_for_store, after))
+                .await
+                .map_err(|_| ApiError::internal())??;
+        let next = page.next.map(|next| (next.created_at, None, next.seq));
+        (page.items, next)
+    };
+    let next_cursor = next.map(|(created_at, at_tenant, seq)| {
         Cursor {
             tenant,
+            at_tenant,
             descending: list_query.order == Order::Desc,
-            created_at: position.created_at,
-            seq: position.seq,
+            created_at,
+            seq,
             now,
             fingerprint,
         }
@@ -340,7 +367,7 @@ pub async fn list_events(
         .format
         .unwrap_or_else(|| format_from_accept(&headers));
     metrics::histogram!("logbook_query_seconds").record(started.elapsed().as_secs_f64());
-    render_page(format, &page.items, next_cursor, has_more)
+    render_page(format, &items, next_cursor, has_more)
 }
 
 fn format_from_accept(headers: &HeaderMap) -> Format {

@@ -25,7 +25,7 @@ pub use engine::{EmbeddedStore, StoreOptions};
 pub use error::{Result, StoreError};
 
 use logbook_core::event::{Event, NewEvent};
-use logbook_core::filter::query_string::ListQuery;
+use logbook_core::filter::query_string::{ListQuery, Order};
 use serde::{Deserialize, Serialize};
 
 /// What the API returns for each ingested event.
@@ -88,6 +88,55 @@ pub struct Page {
     pub items: Vec<RawEvent>,
     /// Where the next page starts, if there is one.
     pub next: Option<Position>,
+}
+
+/// A position in the all-tenants listing, whose order is `(created_at, tenant, seq)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPosition {
+    pub created_at: i64,
+    pub tenant: String,
+    pub seq: u64,
+}
+
+/// One page of the all-tenants listing.
+#[derive(Debug, Clone)]
+pub struct CrossTenantPage {
+    /// Each event with its tenant, in the listing's order.
+    pub items: Vec<(String, RawEvent)>,
+    pub next: Option<TenantPosition>,
+}
+
+/// Where one tenant's listing resumes, given the all-tenants position `after`: at the same instant, tenants
+/// that sort before `after.tenant` come before it in ascending order and after it in descending order.
+fn tenant_resume(tenant: &str, after: &TenantPosition, order: Order) -> Position {
+    use std::cmp::Ordering;
+    let at = after.created_at;
+    match (tenant.cmp(after.tenant.as_str()), order) {
+        (Ordering::Equal, _) => Position {
+            created_at: at,
+            seq: after.seq,
+        },
+        // Already listed: everything at `at` and before.
+        (Ordering::Less, Order::Asc) => Position {
+            created_at: at,
+            seq: u64::MAX,
+        },
+        // Not listed yet: everything at `at` and after.
+        (Ordering::Greater, Order::Asc) => Position {
+            created_at: at.saturating_sub(1),
+            seq: u64::MAX,
+        },
+        // Not listed yet: everything at `at` and before.
+        (Ordering::Less, Order::Desc) => Position {
+            created_at: at.saturating_add(1),
+            seq: 0,
+        },
+        // Already listed: everything at `at` and after.
+        (Ordering::Greater, Order::Desc) => Position {
+            created_at: at,
+            seq: 0,
+        },
+    }
 }
 
 /// What to count: buckets of `interval_ms` from `start` (inclusive, aligned down to the interval) to `end`
@@ -164,6 +213,49 @@ pub trait EventStore: Send + Sync + 'static {
     fn get(&self, tenant: &str, id: &str) -> Result<Option<Event>>;
     /// A page of `tenant`'s events matching `query`, strictly after `after` in the query's order.
     fn list(&self, tenant: &str, query: &ListQuery, after: Option<Position>) -> Result<Page>;
+    /// A page of every tenant's events matching `query` (the deployment admin's view), in
+    /// `(created_at, tenant, seq)` order, strictly after `after`. Each tenant is listed from its resume
+    /// point and the pages are merged, so a page costs one listing per tenant.
+    fn list_all(
+        &self,
+        query: &ListQuery,
+        after: Option<&TenantPosition>,
+    ) -> Result<CrossTenantPage> {
+        let mut merged: Vec<(String, RawEvent)> = Vec::new();
+        let mut more = false;
+        for tenant in self.list_tenants() {
+            let resume = after.map(|after| tenant_resume(&tenant.id, after, query.order));
+            let page = self.list(&tenant.id, query, resume)?;
+            more |= page.next.is_some();
+            merged.extend(page.items.into_iter().map(|item| (tenant.id.clone(), item)));
+        }
+        merged.sort_unstable_by(|(a_tenant, a), (b_tenant, b)| {
+            let ascending = (a.position.created_at, a_tenant, a.position.seq).cmp(&(
+                b.position.created_at,
+                b_tenant,
+                b.position.seq,
+            ));
+            match query.order {
+                Order::Asc => ascending,
+                Order::Desc => ascending.reverse(),
+            }
+        });
+        more |= merged.len() > query.limit;
+        merged.truncate(query.limit);
+        let next = if more {
+            merged.last().map(|(tenant, item)| TenantPosition {
+                created_at: item.position.created_at,
+                tenant: tenant.clone(),
+                seq: item.position.seq,
+            })
+        } else {
+            None
+        };
+        Ok(CrossTenantPage {
+            items: merged,
+            next,
+        })
+    }
     /// Counts of `tenant`'s events matching `query` (its filters, `since` and `until`) per time bucket.
     fn histogram(
         &self,

@@ -3,7 +3,7 @@
 use crate::support::*;
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn missing_unknown_and_underscoped_keys() {
@@ -135,7 +135,7 @@ async fn a_tenant_never_sees_or_writes_another_tenants_events() {
 }
 
 #[tokio::test]
-async fn the_admin_key_works_across_tenants_but_names_them() {
+async fn the_admin_key_works_across_tenants_and_names_one_to_write() {
     let server = TestServer::new();
     server.tenant("acme", &["read"]).await;
     server.tenant("globex", &["read"]).await;
@@ -165,8 +165,11 @@ async fn the_admin_key_works_across_tenants_but_names_them() {
         )
         .await
         .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // Without `tenant=`, the admin key reads every tenant's events (see admin_listing_across_tenants).
+    let everything = server.list_all(ADMIN, "order=asc", 10).await;
+    assert_eq!(everything.len(), 3);
     server
-        .get("/v1/events", ADMIN)
+        .get("/v1/events/histogram?interval=1h", ADMIN)
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     let acme: Vec<String> = server
@@ -284,4 +287,80 @@ async fn tenants_and_keys_lifecycle() {
         .unwrap()
         .iter()
         .any(|k| k["revoked_at"].is_string()));
+}
+
+/// The admin listing across tenants pages through every tenant's events in `(created_at, tenant, seq)` order,
+/// never repeating or skipping one, also when many events of different tenants share a `created_at`.
+#[tokio::test]
+async fn admin_listing_across_tenants() {
+    let server = TestServer::new();
+    let base = logbook_core::time::now_millis() - 3_600_000;
+    let tenants = ["t-a", "t-b", "t-c", "t-d"];
+    let mut keys = Vec::new();
+    for tenant in tenants {
+        keys.push(server.tenant(tenant, &["ingest", "read"]).await);
+    }
+    // Skewed sizes (40, 20, 7, 1 events), created_at on a coarse grid so many collide across tenants.
+    let mut expected = Vec::new();
+    for (number, (tenant, key)) in tenants.iter().zip(&keys).enumerate() {
+        let count = [40, 20, 7, 1][number];
+        let events: Vec<_> = (0..count)
+            .map(|i| {
+                json!({"type": "x", "created_at": base + (i % 9) * 1000,
+                       "metadata": {"channel": if i % 3 == 0 { "slack" } else { "web" }}})
+            })
+            .collect();
+        for receipt in server.ingest(key, json!(events)).await {
+            expected.push((tenant.to_string(), receipt["seq"].as_u64().unwrap()));
+        }
+    }
+    let key_of = |event: &Value| {
+        (
+            event["created_at"].as_str().unwrap().to_string(),
+            event["tenant"].as_str().unwrap().to_string(),
+            event["seq"].as_u64().unwrap(),
+        )
+    };
+    for order in ["asc", "desc"] {
+        for limit in [1, 2, 5, 1000] {
+            let seen = server
+                .list_all(ADMIN, &format!("order={order}"), limit)
+                .await;
+            let keys: Vec<_> = seen.iter().map(key_of).collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            if order == "desc" {
+                sorted.reverse();
+            }
+            assert_eq!(keys, sorted, "order={order} limit={limit}: in order");
+            let mut got: Vec<_> = keys.into_iter().map(|(_, t, s)| (t, s)).collect();
+            got.sort();
+            let mut want = expected.clone();
+            want.sort();
+            assert_eq!(got, want, "order={order} limit={limit}: each event once");
+        }
+    }
+    // Filters apply across tenants; a tenant key still sees only its own tenant.
+    let slack = server.list_all(ADMIN, "meta.channel=slack", 3).await;
+    assert_eq!(slack.len(), 14 + 7 + 3 + 1);
+    assert!(slack.iter().all(|e| e["metadata"]["channel"] == "slack"));
+    let own = server.list_all(&keys[1], "meta.channel=slack", 3).await;
+    assert_eq!(own.len(), 7);
+    assert!(own.iter().all(|e| e["tenant"] == "t-b"));
+    // Cursors do not cross between a tenant's listing and the listing across tenants.
+    let page = server.get("/v1/events?limit=1", ADMIN).await.json();
+    let across = page["next_cursor"].as_str().unwrap();
+    server
+        .get(&format!("/v1/events?limit=1&cursor={across}"), &keys[0])
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_cursor");
+    let page = server
+        .get("/v1/events?limit=1&tenant=t-a", ADMIN)
+        .await
+        .json();
+    let one = page["next_cursor"].as_str().unwrap();
+    server
+        .get(&format!("/v1/events?limit=1&cursor={one}"), ADMIN)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_cursor");
 }

@@ -481,7 +481,7 @@ const MAX_BUCKETS: i64 = 10_000;
     params(
         ("interval" = String, Query, description = "Bucket width: 30s, 1m, 15m, 1h, 1d, 1w ... (at least 1s)"),
         ("group_by" = Option<String>, Query, description = "Split each bucket by the values of a field (type, action, actor.id, entity.type, outcome, resources.<key>, metadata.<path>, ...)"),
-        ("top" = Option<u32>, Query, description = "Groups reported by name (1 to 100, default 10); the rest count as \"other\""),
+        ("top" = Option<u32>, Query, description = "Groups reported by name (1 to 1000, default 10); the rest count as \"other\""),
         ("since" = Option<String>, Query, description = "Start (default: 100 intervals before `until`)"),
         ("until" = Option<String>, Query, description = "End, exclusive (default: now)"),
         ("q" = Option<String>, Query, description = "Every filter of GET /v1/events applies")),
@@ -490,7 +490,7 @@ pub async fn histogram(
     State(state): State<AppState>,
     caller: Scoped<Read>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let started = Instant::now();
     let all_pairs = QueryPairs::parse(query.as_deref().unwrap_or(""));
     let interval_text = all_pairs.get("interval").unwrap_or("1h").to_string();
@@ -517,11 +517,11 @@ pub async fn histogram(
         Some(text) => text
             .parse::<usize>()
             .ok()
-            .filter(|top| (1..=100).contains(top))
+            .filter(|top| (1..=1000).contains(top))
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_filter",
-                    format!("`top` must be a whole number from 1 to 100, got `{text}`"),
+                    format!("`top` must be a whole number from 1 to 1000, got `{text}`"),
                 )
             })?,
         None => 10,
@@ -561,21 +561,10 @@ pub async fn histogram(
         tokio::task::spawn_blocking(move || store.histogram(&tenant, &list_query, &request))
             .await
             .map_err(|_| ApiError::internal())??;
-    let buckets: Vec<Value> = histogram
-        .buckets
-        .iter()
-        .map(|bucket| {
-            let mut item = json!({"start": logbook_core::time::format_millis(bucket.start), "count": bucket.count});
-            if !histogram.groups.is_empty() {
-                let groups: serde_json::Map<String, Value> = histogram.groups.iter().cloned().zip(bucket.groups.iter().map(|count| json!(count))).collect();
-                item["groups"] = Value::Object(groups);
-            }
-            item
-        })
-        .collect();
     let total: u64 = histogram.buckets.iter().map(|bucket| bucket.count).sum();
-    metrics::histogram!("logbook_query_seconds").record(started.elapsed().as_secs_f64());
-    Ok(Json(json!({
+    // Written straight to text: with hourly buckets and hundreds of groups, a JSON tree of the same answer
+    // took most of the request's time.
+    let head = json!({
         "interval": interval_text,
         "interval_ms": interval_ms,
         "since": logbook_core::time::format_millis(start),
@@ -583,6 +572,43 @@ pub async fn histogram(
         "group_by": group_by.map(|field| field.name()),
         "groups": histogram.groups,
         "total": total,
-        "buckets": buckets,
-    })))
+    })
+    .to_string();
+    let names: Vec<String> = histogram
+        .groups
+        .iter()
+        .map(|name| Value::String(name.clone()).to_string())
+        .collect();
+    let mut body = String::with_capacity(
+        head.len()
+            + histogram.buckets.len() * (48 + names.iter().map(|n| n.len() + 4).sum::<usize>()),
+    );
+    body.push_str(&head[..head.len() - 1]);
+    body.push_str(",\"buckets\":[");
+    let mut number = itoa::Buffer::new();
+    for (position, bucket) in histogram.buckets.iter().enumerate() {
+        if position > 0 {
+            body.push(',');
+        }
+        body.push_str("{\"start\":\"");
+        body.push_str(&logbook_core::time::format_millis(bucket.start));
+        body.push_str("\",\"count\":");
+        body.push_str(number.format(bucket.count));
+        if !names.is_empty() {
+            body.push_str(",\"groups\":{");
+            for (index, (name, count)) in names.iter().zip(&bucket.groups).enumerate() {
+                if index > 0 {
+                    body.push(',');
+                }
+                body.push_str(name);
+                body.push(':');
+                body.push_str(number.format(*count));
+            }
+            body.push('}');
+        }
+        body.push('}');
+    }
+    body.push_str("]}");
+    metrics::histogram!("logbook_query_seconds").record(started.elapsed().as_secs_f64());
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -20,9 +20,9 @@ use crate::index::{Location, TenantIndex};
 use crate::io::{FileSystem, RealFs, StorageFile};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{
-    ApiKey, AppendOutcome, AppendRequest, Bucket, CreatedKey, EventStore, Histogram,
-    HistogramRequest, IdempotencyKey, Page, PendingAppend, Position, RawEvent, Receipt, Scope,
-    StoreStats, Tenant,
+    ApiKey, AppendOutcome, AppendRequest, Bucket, CreatedKey, CrossTenantPage, EventStore,
+    Histogram, HistogramRequest, IdempotencyKey, Page, PendingAppend, Position, RawEvent, Receipt,
+    Scope, StoreStats, Tenant, TenantPosition,
 };
 use crossbeam_channel::{Receiver, Sender};
 use logbook_core::event::{new_event_id, Assigned, Event, NewEvent};
@@ -524,6 +524,91 @@ fn copy_error(error: &StoreError) -> StoreError {
     }
 }
 
+impl EmbeddedStore {
+    /// Up to `wanted` events of one tenant matching `query`, strictly after `after`, in the query's order, as
+    /// `(created_at, ordinal)`. Only inexact candidates are read (and checked with the evaluator).
+    fn matching_keys(
+        &self,
+        index: &TenantIndex,
+        query: &ListQuery,
+        after: Option<Position>,
+        wanted: usize,
+    ) -> Result<Vec<(i64, u32)>> {
+        let candidates = index.plan(&query.filter);
+        let (mut low, mut high) = created_at_bounds(&query.filter);
+        if let Some(since) = query.since {
+            low = low.max(since);
+        }
+        if let Some(until) = query.until {
+            high = high.min(until.saturating_sub(1));
+        }
+        let after = after.map(|position| {
+            (
+                position.created_at,
+                position.seq.saturating_sub(1).min(u32::MAX as u64) as u32,
+            )
+        });
+        let mut keys = Vec::with_capacity(wanted.min(1024));
+        let mut failure = None;
+        index.scan(
+            candidates.bitmap.as_ref(),
+            low,
+            high,
+            after,
+            query.order,
+            |ordinal| {
+                let entry = index.entry(ordinal);
+                if !candidates.exact {
+                    let checked = self
+                        .shared
+                        .raw(entry.location)
+                        .and_then(|(decoded, range)| {
+                            let bytes = &decoded.text[range.0 as usize..range.1 as usize];
+                            let event: Event = serde_json::from_slice(bytes).map_err(|e| {
+                                self.shared
+                                    .corrupt(entry.location, format!("event does not parse: {e}"))
+                            })?;
+                            Ok(query.filter.matches(&event))
+                        });
+                    match checked {
+                        Ok(true) => {}
+                        Ok(false) => return true,
+                        Err(error) => {
+                            failure = Some(error);
+                            return false;
+                        }
+                    }
+                }
+                keys.push((entry.created_at, ordinal));
+                keys.len() < wanted
+            },
+        );
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(keys),
+        }
+    }
+
+    /// One event of `index` as its stored JSON.
+    fn raw_event(&self, index: &TenantIndex, ordinal: u32) -> Result<RawEvent> {
+        let entry = index.entry(ordinal);
+        let (decoded, range) = self.shared.raw(entry.location)?;
+        let json = std::str::from_utf8(&decoded.text[range.0 as usize..range.1 as usize]).map_err(
+            |_| {
+                self.shared
+                    .corrupt(entry.location, "event is not UTF-8".into())
+            },
+        )?;
+        Ok(RawEvent {
+            json: json.into(),
+            position: Position {
+                created_at: entry.created_at,
+                seq: u64::from(ordinal) + 1,
+            },
+        })
+    }
+}
+
 impl EventStore for EmbeddedStore {
     fn submit(&self, request: AppendRequest) -> Result<PendingAppend> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
@@ -554,81 +639,70 @@ impl EventStore for EmbeddedStore {
             });
         };
         let index = index.read();
-        let candidates = index.plan(&query.filter);
-        let (mut low, mut high) = created_at_bounds(&query.filter);
-        if let Some(since) = query.since {
-            low = low.max(since);
-        }
-        if let Some(until) = query.until {
-            high = high.min(until.saturating_sub(1));
-        }
-        let after = after.map(|position| {
-            (
-                position.created_at,
-                position.seq.saturating_sub(1).min(u32::MAX as u64) as u32,
-            )
-        });
-        let wanted = query.limit + 1;
-        let mut items: Vec<RawEvent> = Vec::with_capacity(wanted.min(1024));
-        let mut failure = None;
-        index.scan(
-            candidates.bitmap.as_ref(),
-            low,
-            high,
-            after,
-            query.order,
-            |ordinal| {
-                let entry = index.entry(ordinal);
-                let checked = self
-                    .shared
-                    .raw(entry.location)
-                    .and_then(|(decoded, range)| {
-                        let bytes = &decoded.text[range.0 as usize..range.1 as usize];
-                        if !candidates.exact {
-                            let event: Event = serde_json::from_slice(bytes).map_err(|e| {
-                                self.shared
-                                    .corrupt(entry.location, format!("event does not parse: {e}"))
-                            })?;
-                            if !query.filter.matches(&event) {
-                                return Ok(None);
-                            }
-                        }
-                        let json = std::str::from_utf8(bytes).map_err(|_| {
-                            self.shared
-                                .corrupt(entry.location, "event is not UTF-8".into())
-                        })?;
-                        Ok(Some(RawEvent {
-                            json: json.into(),
-                            position: Position {
-                                created_at: entry.created_at,
-                                seq: u64::from(ordinal) + 1,
-                            },
-                        }))
-                    });
-                match checked {
-                    Ok(Some(item)) => {
-                        items.push(item);
-                        items.len() < wanted
-                    }
-                    Ok(None) => true,
-                    Err(error) => {
-                        failure = Some(error);
-                        false
-                    }
-                }
-            },
-        );
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        let has_more = items.len() > query.limit;
-        items.truncate(query.limit);
+        let mut keys = self.matching_keys(&index, query, after, query.limit + 1)?;
+        let has_more = keys.len() > query.limit;
+        keys.truncate(query.limit);
+        let items = keys
+            .iter()
+            .map(|&(_, ordinal)| self.raw_event(&index, ordinal))
+            .collect::<Result<Vec<_>>>()?;
         let next = if has_more {
             items.last().map(|item| item.position)
         } else {
             None
         };
         Ok(Page { items, next })
+    }
+
+    fn list_all(
+        &self,
+        query: &ListQuery,
+        after: Option<&TenantPosition>,
+    ) -> Result<CrossTenantPage> {
+        // Keys first (no event text is read for exact filters), then only the page's events.
+        let mut tenants: Vec<(String, Arc<RwLock<TenantIndex>>)> = self
+            .shared
+            .tenants
+            .read()
+            .iter()
+            .map(|(tenant, index)| (tenant.clone(), index.clone()))
+            .collect();
+        tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let wanted = query.limit + 1;
+        // (created_at, tenant number in name order, ordinal)
+        let mut keys: Vec<(i64, usize, u32)> = Vec::new();
+        for (number, (tenant, index)) in tenants.iter().enumerate() {
+            let resume = after.map(|after| crate::tenant_resume(tenant, after, query.order));
+            let found = self.matching_keys(&index.read(), query, resume, wanted)?;
+            keys.extend(
+                found
+                    .into_iter()
+                    .map(|(created_at, ordinal)| (created_at, number, ordinal)),
+            );
+        }
+        match query.order {
+            Order::Asc => keys.sort_unstable(),
+            Order::Desc => keys.sort_unstable_by(|a, b| b.cmp(a)),
+        }
+        let has_more = keys.len() > query.limit;
+        keys.truncate(query.limit);
+        let items = keys
+            .iter()
+            .map(|&(_, number, ordinal)| {
+                let (tenant, index) = &tenants[number];
+                Ok((tenant.clone(), self.raw_event(&index.read(), ordinal)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let next = if has_more {
+            items.last().map(|(tenant, item)| TenantPosition {
+                created_at: item.position.created_at,
+                tenant: tenant.clone(),
+                seq: item.position.seq,
+            })
+        } else {
+            None
+        };
+        Ok(CrossTenantPage { items, next })
     }
 
     fn histogram(

@@ -108,7 +108,7 @@ pub struct CrossTenantPage {
 
 /// Where one tenant's listing resumes, given the all-tenants position `after`: at the same instant, tenants
 /// that sort before `after.tenant` come before it in ascending order and after it in descending order.
-fn tenant_resume(tenant: &str, after: &TenantPosition, order: Order) -> Position {
+pub(crate) fn tenant_resume(tenant: &str, after: &TenantPosition, order: Order) -> Position {
     use std::cmp::Ordering;
     let at = after.created_at;
     match (tenant.cmp(after.tenant.as_str()), order) {

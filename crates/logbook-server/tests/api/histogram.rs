@@ -186,7 +186,8 @@ async fn invalid_parameters_and_isolation() {
         ("interval=1s&since=30d", "more than 10000 buckets"),
         ("interval=1h&group_by=created_at", "cannot group by"),
         ("interval=1h&group_by=colour", "accepted fields"),
-        ("interval=1h&top=0", "1 to 100"),
+        ("interval=1h&top=0", "1 to 1000"),
+        ("interval=1h&top=1001", "1 to 1000"),
         ("interval=1h&since=now&until=1h", "before"),
         ("interval=1h&filter[type][like]=x", "accepted operators"),
     ] {

@@ -110,6 +110,24 @@ fn record(acknowledged: &Acknowledged, request: &Unanswered, receipts: &[Value])
     }
 }
 
+/// Retries what the last crash left unanswered, with the same idempotency keys: each request is then stored
+/// once, whether or not it was before the crash.
+async fn retry_unanswered(
+    client: &reqwest::Client,
+    base: &str,
+    keys: &[String],
+    unanswered: &Mutex<Vec<(usize, Unanswered)>>,
+    acknowledged: &Acknowledged,
+) {
+    let retries: Vec<(usize, Unanswered)> = std::mem::take(&mut *unanswered.lock().unwrap());
+    for (writer, request) in retries {
+        let receipts = send(client, base, &keys[request.tenant], &request, writer)
+            .await
+            .expect("the restarted server answers");
+        record(acknowledged, &request, &receipts);
+    }
+}
+
 /// Sixteen clients write to four tenants (batches of 1 to 60 events, each request with an
 /// `Idempotency-Key`) while `logbook serve` is killed with SIGKILL at random moments, twelve times. After every
 /// restart, requests left unanswered are retried with their keys. Then: every acknowledged event is present
@@ -140,14 +158,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
             }
         }
         verify(&client, &base, &keys, &acknowledged).await;
-        // Retry what the last crash left unanswered: each is stored once, whether or not it was before.
-        let retries: Vec<(usize, Unanswered)> = std::mem::take(&mut *unanswered.lock().unwrap());
-        for (writer, request) in retries {
-            let receipts = send(&client, &base, &keys[request.tenant], &request, writer)
-                .await
-                .expect("the restarted server answers");
-            record(&acknowledged, &request, &receipts);
-        }
+        retry_unanswered(&client, &base, &keys, &unanswered, &acknowledged).await;
 
         let writers: Vec<_> = (0..WRITERS)
             .map(|writer| {
@@ -210,13 +221,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     let base = format!("http://127.0.0.1:{port}");
     let mut child = serve(dir.path(), port, ADMIN);
     wait_for_port(port);
-    let retries: Vec<(usize, Unanswered)> = std::mem::take(&mut *unanswered.lock().unwrap());
-    for (writer, request) in retries {
-        let receipts = send(&client, &base, &keys[request.tenant], &request, writer)
-            .await
-            .expect("the restarted server answers");
-        record(&acknowledged, &request, &receipts);
-    }
+    retry_unanswered(&client, &base, &keys, &unanswered, &acknowledged).await;
     let total = verify(&client, &base, &keys, &acknowledged).await;
     let count = acknowledged.lock().unwrap().len();
     assert_eq!(kills, ROUNDS);

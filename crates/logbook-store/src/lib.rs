@@ -214,48 +214,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// A page of `tenant`'s events matching `query`, strictly after `after` in the query's order.
     fn list(&self, tenant: &str, query: &ListQuery, after: Option<Position>) -> Result<Page>;
     /// A page of every tenant's events matching `query` (the deployment admin's view), in
-    /// `(created_at, tenant, seq)` order, strictly after `after`. Each tenant is listed from its resume
-    /// point and the pages are merged, so a page costs one listing per tenant.
+    /// `(created_at, tenant, seq)` order, strictly after `after`. [`tenant_resume`] gives where each tenant's
+    /// own listing continues.
     fn list_all(
         &self,
         query: &ListQuery,
         after: Option<&TenantPosition>,
-    ) -> Result<CrossTenantPage> {
-        let mut merged: Vec<(String, RawEvent)> = Vec::new();
-        let mut more = false;
-        for tenant in self.list_tenants() {
-            let resume = after.map(|after| tenant_resume(&tenant.id, after, query.order));
-            let page = self.list(&tenant.id, query, resume)?;
-            more |= page.next.is_some();
-            merged.extend(page.items.into_iter().map(|item| (tenant.id.clone(), item)));
-        }
-        merged.sort_unstable_by(|(a_tenant, a), (b_tenant, b)| {
-            let ascending = (a.position.created_at, a_tenant, a.position.seq).cmp(&(
-                b.position.created_at,
-                b_tenant,
-                b.position.seq,
-            ));
-            match query.order {
-                Order::Asc => ascending,
-                Order::Desc => ascending.reverse(),
-            }
-        });
-        more |= merged.len() > query.limit;
-        merged.truncate(query.limit);
-        let next = if more {
-            merged.last().map(|(tenant, item)| TenantPosition {
-                created_at: item.position.created_at,
-                tenant: tenant.clone(),
-                seq: item.position.seq,
-            })
-        } else {
-            None
-        };
-        Ok(CrossTenantPage {
-            items: merged,
-            next,
-        })
-    }
+    ) -> Result<CrossTenantPage>;
     /// Counts of `tenant`'s events matching `query` (its filters, `since` and `until`) per time bucket.
     fn histogram(
         &self,

@@ -14,12 +14,13 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use logbook_bench::{directory_bytes, percentile, post_events};
 use logbook_core::demo::DemoGenerator;
 use logbook_core::time::now_millis;
 use logbook_server::{AppState, ServerConfig};
 use logbook_store::{EmbeddedStore, EventStore, StoreOptions};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,31 +70,6 @@ const ADMIN: &str = "bench-admin";
 /// The query string of the i-th request of a query shape.
 type QueryFor = Box<dyn Fn(usize) -> String>;
 
-fn directory_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .filter_map(|entry| entry.ok())
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                directory_bytes(&path)
-            } else {
-                entry.metadata().map(|m| m.len()).unwrap_or(0)
-            }
-        })
-        .sum()
-}
-
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index]
-}
-
 struct Timings {
     name: String,
     millis: Vec<f64>,
@@ -106,29 +82,6 @@ impl Timings {
         json!({"shape": self.name, "p50_ms": percentile(&self.millis, 0.5), "p99_ms": percentile(&self.millis, 0.99),
                "max_ms": self.millis.last().copied().unwrap_or(f64::NAN), "requests": self.millis.len(), "results_per_page": self.results})
     }
-}
-
-/// One ingest request; anything but 201 is an error.
-async fn post_events(
-    client: &reqwest::Client,
-    base: &str,
-    key: &str,
-    content_type: &str,
-    body: String,
-) -> Result<()> {
-    let response = client
-        .post(format!("{base}/v1/events"))
-        .bearer_auth(key)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == 201,
-        "ingest failed: {}",
-        response.text().await?
-    );
-    Ok(())
 }
 
 async fn timed_get(client: &reqwest::Client, url: &str, key: &str) -> Result<(f64, Value)> {

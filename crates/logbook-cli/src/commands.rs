@@ -84,11 +84,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("in {}", path.display()))?;
     }
 
-    let open_dir = data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || EmbeddedStore::open(StoreOptions::new(open_dir)))
-            .await?
-            .with_context(|| format!("failed to open the data directory {}", data_dir.display()))?;
+    let mut options = StoreOptions::new(data_dir.clone());
+    if let Some(mib) = args.segment_mib.or(file.segment_mib) {
+        anyhow::ensure!(
+            (1..=1024).contains(&mib),
+            "segment_mib must be between 1 and 1024, not {mib}"
+        );
+        options.segment_bytes = mib << 20;
+    }
+    if let Some(mib) = args.cache_mib.or(file.cache_mib) {
+        options.cache_bytes = mib << 20;
+    }
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(options))
+        .await?
+        .with_context(|| format!("failed to open the data directory {}", data_dir.display()))?;
     if let Some(generated) = store.ensure_admin_key(admin_key.as_deref())? {
         eprintln!("\nGenerated the deployment admin key. It is shown only this once; store it safely:\n\n    {generated}\n");
     }

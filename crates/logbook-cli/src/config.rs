@@ -79,7 +79,15 @@ pub struct ServeArgs {
     /// Deployment admin key. If unset, the first start on an empty data directory generates one and prints it.
     #[arg(long, env = "LOGBOOK_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
-    /// Optional TOML configuration file (keys: data_dir, listen, admin_key, max_body_bytes, body_timeout_secs, entity_catalog, [limits]).
+    /// Size (MiB) at which a write-ahead log segment is sealed and a new one started; sealed segments are
+    /// compacted into per-tenant block files in the background. Default 16.
+    #[arg(long, env = "LOGBOOK_SEGMENT_MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub segment_mib: Option<u64>,
+    /// Memory (MiB) for decompressed events kept for reads. Default 128.
+    #[arg(long, env = "LOGBOOK_CACHE_MIB")]
+    pub cache_mib: Option<usize>,
+    /// Optional TOML configuration file (keys: data_dir, listen, admin_key, max_body_bytes, body_timeout_secs,
+    /// entity_catalog, segment_mib, cache_mib, [limits]).
     #[arg(long, env = "LOGBOOK_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -99,6 +107,10 @@ pub struct FileConfig {
     /// JSON file of entity types (`{"entity_types": [{"name", "description"}], "actions": [...]}`); default:
     /// the chatbot-platform catalog shipped with Logbook.
     pub entity_catalog: Option<PathBuf>,
+    /// See `logbook serve --segment-mib`.
+    pub segment_mib: Option<u64>,
+    /// See `logbook serve --cache-mib`.
+    pub cache_mib: Option<usize>,
 }
 
 #[derive(Args, Debug)]

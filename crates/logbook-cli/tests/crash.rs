@@ -11,7 +11,10 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{free_port, serve, wait_for_port};
+use support::{free_port, serve_with, wait_for_port};
+
+/// Segments seal often, so the background compactor runs (and is killed) during the test.
+const SMALL_SEGMENTS: &[(&str, &str)] = &[("LOGBOOK_SEGMENT_MIB", "1")];
 
 const ADMIN: &str = "crash-test-admin";
 
@@ -147,7 +150,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     for round in 0..ROUNDS {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
-        let mut child = serve(dir.path(), port, ADMIN);
+        let mut child = serve_with(dir.path(), port, ADMIN, SMALL_SEGMENTS);
         wait_for_port(port);
         if round == 0 {
             for tenant in TENANTS {
@@ -219,7 +222,7 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     // Final restart: retry, verify, then the offline rebuild.
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = serve(dir.path(), port, ADMIN);
+    let mut child = serve_with(dir.path(), port, ADMIN, SMALL_SEGMENTS);
     wait_for_port(port);
     retry_unanswered(&client, &base, &keys, &unanswered, &acknowledged).await;
     let total = verify(&client, &base, &keys, &acknowledged).await;
@@ -234,6 +237,13 @@ async fn acknowledged_events_survive_repeated_kill_9() {
         "every stored event was acknowledged (after retries)"
     );
     terminate_gracefully(&mut child);
+    let blocks = std::fs::read_dir(dir.path().join("blocks"))
+        .unwrap()
+        .count();
+    assert!(
+        blocks > 0,
+        "sealed segments were compacted into block files during the test"
+    );
     let reindex = Command::new(env!("CARGO_BIN_EXE_logbook"))
         .args(["reindex", "--data-dir", dir.path().to_str().unwrap()])
         .output()

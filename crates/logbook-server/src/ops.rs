@@ -55,6 +55,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("logbook_events").set(stats.events as f64);
     metrics::gauge!("logbook_tenants").set(stats.tenants as f64);
     metrics::gauge!("logbook_wal_bytes").set(stats.wal_bytes as f64);
+    metrics::gauge!("logbook_block_bytes").set(stats.block_bytes as f64);
     // The index is updated before each acknowledgement, so no acknowledged event is ever unindexed.
     metrics::gauge!("logbook_index_lag_events").set(0.0);
     (

@@ -15,6 +15,7 @@
 //! by the writer thread; a request's events share one record (all or nothing).
 
 use crate::catalog::{Catalog, Principal};
+use crate::compact;
 use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex};
 use crate::io::{FileSystem, RealFs, StorageFile};
@@ -35,9 +36,8 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::num::NonZeroUsize;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -53,10 +53,15 @@ pub struct StoreOptions {
     pub fs: Arc<dyn FileSystem>,
     /// A WAL segment is closed and a new one started past this size.
     pub segment_bytes: u64,
-    /// Decompressed records kept in memory.
-    pub cache_records: usize,
+    /// Decompressed records kept in memory, in bytes of JSON (at least one record is kept).
+    pub cache_bytes: usize,
     /// zstd level for event records.
     pub compression_level: i32,
+    /// Compact sealed WAL segments into per-tenant block files on a background thread. Tests that need every
+    /// file operation in a known order turn it off and call [`EmbeddedStore::compact`] themselves.
+    pub background_compaction: bool,
+    /// zstd level for block files.
+    pub compaction_level: i32,
 }
 
 impl StoreOptions {
@@ -64,9 +69,11 @@ impl StoreOptions {
         StoreOptions {
             data_dir: data_dir.into(),
             fs: Arc::new(RealFs),
-            segment_bytes: 64 << 20,
-            cache_records: 256,
+            segment_bytes: 16 << 20,
+            cache_bytes: 128 << 20,
             compression_level: 1,
+            background_compaction: true,
+            compaction_level: 3,
         }
     }
 }
@@ -76,6 +83,9 @@ struct RecordHeader {
     v: u32,
     #[serde(default)]
     idempotency: Option<StoredIdempotency>,
+    /// In a block file's first record: the compacted segment's request-level keys still in their window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    requests: Vec<StoredIdempotency>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,16 +131,60 @@ impl Decoded {
     }
 }
 
+/// Decompressed records, least recently used first out, within a budget of bytes.
+struct RecordCache {
+    records: LruCache<RecordPosition, Arc<Decoded>>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl RecordCache {
+    fn get(&mut self, position: &RecordPosition) -> Option<Arc<Decoded>> {
+        self.records.get(position).cloned()
+    }
+
+    fn put(&mut self, position: RecordPosition, decoded: Arc<Decoded>) {
+        self.bytes += decoded.text.len();
+        if let Some(replaced) = self.records.put(position, decoded) {
+            self.bytes -= replaced.text.len();
+        }
+        while self.bytes > self.budget && self.records.len() > 1 {
+            match self.records.pop_lru() {
+                Some((_, evicted)) => self.bytes -= evicted.text.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// The file a record is in: a WAL segment, or the block file that replaced it.
+fn record_path(wal_dir: &Path, blocks_dir: &Path, position: RecordPosition) -> PathBuf {
+    if position.compacted {
+        compact::block_path(blocks_dir, position.segment)
+    } else {
+        wal::segment_path(wal_dir, position.segment)
+    }
+}
+
 struct Shared {
     wal_dir: PathBuf,
+    blocks_dir: PathBuf,
     fs: Arc<dyn FileSystem>,
     catalog: Catalog,
     tenants: RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>,
-    files: RwLock<HashMap<u32, Arc<dyn StorageFile>>>,
-    cache: Mutex<LruCache<RecordPosition, Arc<Decoded>>>,
+    /// Open record files, by (compacted, segment).
+    files: RwLock<HashMap<(bool, u32), Arc<dyn StorageFile>>>,
+    cache: Mutex<RecordCache>,
     events: AtomicU64,
     /// Set by the writer when the WAL is poisoned.
     write_failure: Mutex<Option<String>>,
+    /// The WAL segment of the newest published record: every older segment is sealed and fully indexed.
+    published_segment: AtomicU32,
+    /// Wakes the compactor thread; `None` once shutting down (or without background compaction).
+    compact_signal: Mutex<Option<Sender<()>>>,
+    /// Held while compacting, so that only one compaction runs.
+    compacting: Mutex<()>,
+    compaction_level: i32,
 }
 
 impl Shared {
@@ -138,20 +192,25 @@ impl Shared {
         self.tenants.read().get(tenant).cloned()
     }
 
+    fn path_of(&self, position: RecordPosition) -> PathBuf {
+        record_path(&self.wal_dir, &self.blocks_dir, position)
+    }
+
     fn record(&self, position: RecordPosition) -> Result<Arc<Decoded>> {
         if let Some(decoded) = self.cache.lock().get(&position) {
-            return Ok(decoded.clone());
+            return Ok(decoded);
         }
-        let path = wal::segment_path(&self.wal_dir, position.segment);
+        let path = self.path_of(position);
+        let key = (position.compacted, position.segment);
         let file = {
-            let cached = self.files.read().get(&position.segment).cloned();
+            let cached = self.files.read().get(&key).cloned();
             match cached {
                 Some(file) => file,
                 None => {
                     let file = self.fs.open(&path).map_err(|e| {
                         StoreError::io(format!("failed to open {}", path.display()), e)
                     })?;
-                    self.files.write().insert(position.segment, file.clone());
+                    self.files.write().insert(key, file.clone());
                     file
                 }
             }
@@ -169,7 +228,7 @@ impl Shared {
 
     fn corrupt(&self, location: Location, reason: String) -> StoreError {
         StoreError::Corruption {
-            file: wal::segment_path(&self.wal_dir, location.record.segment),
+            file: self.path_of(location.record),
             offset: location.record.offset,
             reason: format!("event {}: {reason}", location.line),
         }
@@ -188,7 +247,7 @@ impl Shared {
     fn load(&self, location: Location) -> Result<Event> {
         let decoded = self.record(location.record)?;
         let corrupt = |reason: String| StoreError::Corruption {
-            file: wal::segment_path(&self.wal_dir, location.record.segment),
+            file: self.path_of(location.record),
             offset: location.record.offset,
             reason,
         };
@@ -197,6 +256,117 @@ impl Shared {
             .ok_or_else(|| corrupt(format!("record has no event {}", location.line)))?;
         serde_json::from_slice(bytes)
             .map_err(|e| corrupt(format!("event {} does not parse: {e}", location.line)))
+    }
+}
+
+impl Shared {
+    fn wake_compactor(&self) {
+        if let Some(signal) = self.compact_signal.lock().as_ref() {
+            // A full channel already holds a wakeup.
+            let _ = signal.try_send(());
+        }
+    }
+
+    fn compact_sealed(&self) -> Result<usize> {
+        let _compacting = self.compacting.lock();
+        let published = self.published_segment.load(AtomicOrdering::Relaxed);
+        let mut done = 0;
+        for segment in wal::list_segments(self.fs.as_ref(), &self.wal_dir)? {
+            if segment >= published {
+                break;
+            }
+            self.compact_segment(segment)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Rewrites one sealed, fully indexed WAL segment as a block file, points the index at it, and removes
+    /// the segment. See [`compact`] for why each step is crash-safe.
+    fn compact_segment(&self, segment: u32) -> Result<()> {
+        let started = Instant::now();
+        let fs = self.fs.as_ref();
+        let wal_path = wal::segment_path(&self.wal_dir, segment);
+        let wal_bytes = fs
+            .read(&wal_path)
+            .map_err(|e| StoreError::io(format!("failed to read {}", wal_path.display()), e))?;
+        let now = now_millis();
+        let built = compact::build(
+            segment,
+            &wal_path,
+            &wal_bytes,
+            self.compaction_level,
+            |stored| {
+                serde_json::from_value::<StoredIdempotency>(stored.clone())
+                    .is_ok_and(|stored| now - stored.at < IDEMPOTENCY_WINDOW_MILLIS)
+            },
+        )?;
+        let path = compact::block_path(&self.blocks_dir, segment);
+        if fs.len(&path).is_ok() {
+            // Left by a compaction that failed before its segment was removed.
+            fs.remove(&path)
+                .map_err(|e| StoreError::io(format!("failed to remove {}", path.display()), e))?;
+        }
+        let file = fs
+            .create_new(&path)
+            .map_err(|e| StoreError::io(format!("failed to create {}", path.display()), e))?;
+        let written = file
+            .write_all_at(&built.bytes, 0)
+            .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))
+            .and_then(|()| {
+                file.sync_data()
+                    .map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))
+            })
+            .and_then(|()| wal::sync_directory(fs, &self.blocks_dir));
+        if let Err(error) = written {
+            let _ = fs.remove(&path);
+            return Err(error);
+        }
+        // Durable: point the index at the block file, then remove the segment.
+        for (tenant, moves) in &built.moves {
+            let Some(index) = self.tenant(tenant) else {
+                return Err(StoreError::Corruption {
+                    file: wal_path,
+                    offset: 0,
+                    reason: format!("tenant {tenant} is not in the index"),
+                });
+            };
+            let mut index = index.write();
+            for &(seq, location) in moves {
+                let ordinal = (seq - 1) as u32;
+                if !index.relocate(ordinal, segment, location) {
+                    return Err(StoreError::Corruption {
+                        file: wal_path,
+                        offset: 0,
+                        reason: format!("tenant {tenant} seq {seq} is not indexed in this segment"),
+                    });
+                }
+            }
+        }
+        fs.remove(&wal_path)
+            .map_err(|e| StoreError::io(format!("failed to remove {}", wal_path.display()), e))?;
+        wal::sync_directory(fs, &self.wal_dir)?;
+        self.files.write().remove(&(false, segment));
+        tracing::info!(
+            segment,
+            events = built.events,
+            wal_bytes = wal_bytes.len(),
+            block_bytes = built.bytes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted a WAL segment"
+        );
+        metrics::counter!("logbook_compacted_segments_total").increment(1);
+        Ok(())
+    }
+}
+
+/// The compactor thread: compacts sealed segments each time it is woken, until the store shuts down.
+fn run_compactor(shared: Arc<Shared>, wakeups: Receiver<()>) {
+    while wakeups.recv().is_ok() {
+        if let Err(error) = shared.compact_sealed() {
+            // The WAL segment stays and stays readable; the next wakeup tries again.
+            tracing::warn!(%error, "compaction failed");
+        }
     }
 }
 
@@ -211,6 +381,7 @@ pub struct EmbeddedStore {
     sender: Mutex<Option<Sender<WriteRequest>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     indexer: Mutex<Option<JoinHandle<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
     _lock: File,
 }
 
@@ -239,16 +410,38 @@ impl EmbeddedStore {
             .fs
             .create_dir_all(&wal_dir)
             .map_err(|e| StoreError::io(format!("failed to create {}", wal_dir.display()), e))?;
+        let blocks_dir = data_dir.join("blocks");
+        options
+            .fs
+            .create_dir_all(&blocks_dir)
+            .map_err(|e| StoreError::io(format!("failed to create {}", blocks_dir.display()), e))?;
         let catalog = Catalog::open(&data_dir.join("catalog.sqlite"))?;
 
         let started = Instant::now();
         let now = now_millis();
         let mut recovery = Recovery {
             wal_dir: wal_dir.clone(),
+            blocks_dir: blocks_dir.clone(),
             now,
             ..Recovery::default()
         };
         let mut pending: Vec<(RecordPosition, Vec<u8>)> = Vec::new();
+        // Compacted segments first (they are older than every WAL segment), then the WAL.
+        let compacted = compact::settle(options.fs.as_ref(), &blocks_dir, &wal_dir)?;
+        for &segment in &compacted {
+            compact::read(
+                options.fs.as_ref(),
+                &blocks_dir,
+                segment,
+                |position, payload| {
+                    pending.push((position, payload.to_vec()));
+                    if pending.len() >= RECOVERY_BATCH_RECORDS {
+                        recovery.apply(std::mem::take(&mut pending))?;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
         let last = wal::recover(options.fs.as_ref(), &wal_dir, |position, kind, payload| {
             if kind != KIND_EVENTS {
                 return Err(recovery.corrupt(position, format!("unknown record kind {kind}")));
@@ -274,14 +467,22 @@ impl EmbeddedStore {
             "replayed the write-ahead log"
         );
 
-        let wal_writer =
-            WalWriter::open(options.fs.clone(), &wal_dir, last, options.segment_bytes)?;
+        let first_segment = compacted.last().map_or(1, |last| last + 1);
+        let wal_writer = WalWriter::open(
+            options.fs.clone(),
+            &wal_dir,
+            last,
+            first_segment,
+            options.segment_bytes,
+        )?;
         let seqs = tenants
             .iter()
             .map(|(tenant, index)| (tenant.clone(), index.len() as u64))
             .collect();
+        let (compact_signal, compact_wakeups) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             wal_dir,
+            blocks_dir,
             fs: options.fs.clone(),
             catalog,
             tenants: RwLock::new(
@@ -292,10 +493,16 @@ impl EmbeddedStore {
             ),
             files: RwLock::new(HashMap::new()),
             write_failure: Mutex::new(None),
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(options.cache_records.max(1)).expect("non-zero"),
-            )),
+            cache: Mutex::new(RecordCache {
+                records: LruCache::unbounded(),
+                bytes: 0,
+                budget: options.cache_bytes,
+            }),
             events: AtomicU64::new(events),
+            published_segment: AtomicU32::new(last.map_or(0, |(segment, _)| segment)),
+            compact_signal: Mutex::new(options.background_compaction.then_some(compact_signal)),
+            compacting: Mutex::new(()),
+            compaction_level: options.compaction_level,
         });
         let (sender, receiver) = crossbeam_channel::unbounded();
         let (publisher, published) = crossbeam_channel::bounded(4);
@@ -318,13 +525,31 @@ impl EmbeddedStore {
             .name("logbook-wal-writer".into())
             .spawn(move || state.run(receiver))
             .map_err(|e| StoreError::io("failed to start the writer thread", e))?;
+        let compactor = if options.background_compaction {
+            let compactor_shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name("logbook-compactor".into())
+                .spawn(move || run_compactor(compactor_shared, compact_wakeups))
+                .map_err(|e| StoreError::io("failed to start the compactor thread", e))?;
+            shared.wake_compactor();
+            Some(thread)
+        } else {
+            None
+        };
         Ok(EmbeddedStore {
             shared,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
             indexer: Mutex::new(Some(indexer)),
+            compactor: Mutex::new(compactor),
             _lock: lock,
         })
+    }
+
+    /// Compacts every sealed WAL segment (all but the one being written) into a block file, oldest first, and
+    /// returns how many it compacted. The background compactor does this after each segment roll.
+    pub fn compact(&self) -> Result<usize> {
+        self.shared.compact_sealed()
     }
 
     /// The catalog, for administration commands that run without a server.
@@ -363,6 +588,7 @@ const RECOVERY_BATCH_RECORDS: usize = 64;
 #[derive(Default)]
 struct Recovery {
     wal_dir: PathBuf,
+    blocks_dir: PathBuf,
     now: Millis,
     tenants: HashMap<String, TenantIndex>,
     request_keys: HashMap<(String, String), StoredIdempotency>,
@@ -376,7 +602,7 @@ type DecodedRecord = (RecordPosition, RecordHeader, Vec<Event>);
 impl Recovery {
     fn corrupt(&self, position: RecordPosition, reason: String) -> StoreError {
         StoreError::Corruption {
-            file: wal::segment_path(&self.wal_dir, position.segment),
+            file: record_path(&self.wal_dir, &self.blocks_dir, position),
             offset: position.offset,
             reason,
         }
@@ -424,7 +650,7 @@ impl Recovery {
         });
         for record in decoded {
             let (position, header, events) = record?;
-            if let Some(stored) = header.idempotency {
+            for stored in header.idempotency.into_iter().chain(header.requests) {
                 if self.now - stored.at < IDEMPOTENCY_WINDOW_MILLIS {
                     self.request_keys
                         .insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
@@ -439,11 +665,7 @@ impl Recovery {
                         event.seq,
                         index.len()
                     );
-                    return Err(StoreError::Corruption {
-                        file: wal::segment_path(&self.wal_dir, position.segment),
-                        offset: position.offset,
-                        reason,
-                    });
+                    return Err(self.corrupt(position, reason));
                 }
                 index.insert(
                     event,
@@ -835,10 +1057,19 @@ impl EventStore for EmbeddedStore {
                     .ok()
             })
             .sum();
+        let block_bytes = wal::list_numbered(fs, &self.shared.blocks_dir, ".blk")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|segment| {
+                fs.len(&compact::block_path(&self.shared.blocks_dir, segment))
+                    .ok()
+            })
+            .sum();
         StoreStats {
             events: self.shared.events.load(AtomicOrdering::Relaxed),
             tenants: self.shared.catalog.list_tenants().len() as u64,
             wal_bytes,
+            block_bytes,
             write_failure: self.shared.write_failure.lock().clone(),
         }
     }
@@ -883,6 +1114,10 @@ impl EventStore for EmbeddedStore {
         }
         if let Some(indexer) = self.indexer.lock().take() {
             let _ = indexer.join();
+        }
+        self.shared.compact_signal.lock().take();
+        if let Some(compactor) = self.compactor.lock().take() {
+            let _ = compactor.join();
         }
         Ok(())
     }
@@ -1295,6 +1530,7 @@ fn encode(
     let header = RecordHeader {
         v: 1,
         idempotency: idempotency.clone(),
+        requests: Vec::new(),
     };
     let mut text = Vec::with_capacity(64 + events.len() * 768);
     serde_json::to_writer(&mut text, &header).expect("a header serializes");
@@ -1335,6 +1571,13 @@ fn publish(shared: &Shared, batch: PublishBatch) {
     for plan in &plans {
         let Plan::Write(write) = plan else { continue };
         let position = positions[write.record];
+        if position.segment > shared.published_segment.load(AtomicOrdering::Relaxed) {
+            // Every earlier segment is now sealed and indexed: the compactor may rewrite it.
+            shared
+                .published_segment
+                .store(position.segment, AtomicOrdering::Relaxed);
+            shared.wake_compactor();
+        }
         if let Some(text) = texts[write.record].take() {
             shared
                 .cache

@@ -304,6 +304,21 @@ impl TenantIndex {
         &self.entries[ordinal as usize]
     }
 
+    /// Points an event at its new place (after compaction), if it is still at `from`'s record file.
+    /// Returns false when the event is not where the caller expects it.
+    pub fn relocate(&mut self, ordinal: u32, from_segment: u32, to: Location) -> bool {
+        match self.entries.get_mut(ordinal as usize) {
+            Some(entry)
+                if entry.location.record.segment == from_segment
+                    && !entry.location.record.compacted =>
+            {
+                entry.location = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn ordinal_of_id(&self, id: &str) -> Option<u32> {
         event_id_value(id).and_then(|key| self.ids.get(&key).copied())
     }

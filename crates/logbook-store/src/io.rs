@@ -110,7 +110,7 @@ impl FileSystem for RealFs {
 /// current bytes durable; a created or removed file is durable only after `sync_directory`. On
 /// [`SimulatedFs::power_loss`] every file returns to its durable state, except that a random prefix of the bytes
 /// appended since the last sync may survive, its last bytes possibly garbage (a torn write); files whose
-/// creation was not made durable vanish. Handles opened before a power loss fail afterwards, as the process
+/// creation was not made durable vanish, and files whose removal was not made durable come back. Handles opened before a power loss fail afterwards, as the process
 /// that held them is gone.
 #[derive(Clone, Default)]
 pub struct SimulatedFs {
@@ -122,6 +122,8 @@ struct SimState {
     files: HashMap<PathBuf, SimFile>,
     /// Files whose directory entry is durable.
     durable_entries: HashSet<PathBuf>,
+    /// Removed files whose removal is not durable yet: they come back after a power loss.
+    unlinked: HashMap<PathBuf, SimFile>,
     /// Bumped by each power loss; handles of an older generation are dead.
     generation: u64,
     /// Mutating operations until the power goes out (then every operation fails until `power_loss`).
@@ -215,6 +217,11 @@ impl SimulatedFs {
         let mut state = self.state.lock();
         let durable_entries = state.durable_entries.clone();
         state.files.retain(|path, _| durable_entries.contains(path));
+        for (path, file) in std::mem::take(&mut state.unlinked) {
+            if durable_entries.contains(&path) && !state.files.contains_key(&path) {
+                state.files.insert(path, file);
+            }
+        }
         for file in state.files.values_mut() {
             let mut survivor = file.durable.clone();
             let extends = file.current.len() > file.durable.len()
@@ -364,12 +371,14 @@ impl FileSystem for SimulatedFs {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.mutate()?;
-        state.files.remove(path).map(|_| ()).ok_or_else(|| {
+        let file = state.files.remove(path).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{} does not exist", path.display()),
             )
-        })
+        })?;
+        state.unlinked.insert(path.to_path_buf(), file);
+        Ok(())
     }
 
     fn len(&self, path: &Path) -> io::Result<u64> {
@@ -410,6 +419,9 @@ impl FileSystem for SimulatedFs {
             .durable_entries
             .retain(|path| path.parent() != Some(directory));
         state.durable_entries.extend(present);
+        state
+            .unlinked
+            .retain(|path, _| path.parent() != Some(directory));
         Ok(())
     }
 }

@@ -6,14 +6,16 @@
 //! <data dir>/
 //!   LOCK               held (flock) by the process that has the directory open
 //!   catalog.sqlite     tenants, API keys (hashed), settings          — see [`catalog`]
-//!   wal/00000001.wal   the write-ahead log, zstd-compressed events    — see [`wal`]
-//!   wal/00000002.wal   ...
+//!   wal/00000007.wal   the write-ahead log, zstd-compressed events    — see [`wal`]
+//!   wal/00000008.wal   ...
+//!   blocks/00000001.blk  sealed WAL segments rewritten per tenant     — see [`compact`]
 //! ```
 //!
 //! The log is the source of truth; the search index ([`index`]) lives in memory and is rebuilt from the log
 //! when the store opens. A PostgreSQL engine (planned) implements the same trait.
 
 pub mod catalog;
+pub mod compact;
 pub mod engine;
 pub mod error;
 pub mod index;
@@ -175,6 +177,8 @@ pub struct StoreStats {
     pub events: u64,
     pub tenants: u64,
     pub wal_bytes: u64,
+    /// Bytes of the block files compacted WAL segments were rewritten as.
+    pub block_bytes: u64,
     /// Why the store no longer accepts writes (a failed fsync), until it is reopened; `None` when healthy.
     pub write_failure: Option<String>,
 }

@@ -32,11 +32,12 @@ pub const MAX_RECORD_BYTES: u32 = 1 << 30;
 /// Kinds of record.
 pub const KIND_EVENTS: u8 = 1;
 
-/// Where a record starts.
+/// Where a record starts: in WAL segment `segment`, or (`compacted`) in the block file that replaced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordPosition {
     pub segment: u32,
     pub offset: u64,
+    pub compacted: bool,
 }
 
 pub fn segment_path(directory: &Path, segment: u32) -> PathBuf {
@@ -54,7 +55,7 @@ pub struct WalWriter {
     poisoned: Option<String>,
 }
 
-fn frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     let mut crc = crc32c::crc32c(&[kind]);
     crc = crc32c::crc32c_append(crc, payload);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -64,11 +65,13 @@ fn frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 impl WalWriter {
-    /// Opens the writer after recovery; `last` is the last segment and its valid length.
+    /// Opens the writer after recovery; `last` is the last segment and its valid length. An empty log starts
+    /// at segment `first` (past any compacted segment).
     pub fn open(
         fs: Arc<dyn FileSystem>,
         directory: &Path,
         last: Option<(u32, u64)>,
+        first: u32,
         segment_limit: u64,
     ) -> Result<WalWriter> {
         match last {
@@ -88,12 +91,12 @@ impl WalWriter {
                 })
             }
             None => {
-                let (file, length) = create_segment(fs.as_ref(), directory, 1)?;
+                let (file, length) = create_segment(fs.as_ref(), directory, first)?;
                 Ok(WalWriter {
                     fs,
                     directory: directory.to_path_buf(),
                     file,
-                    segment: 1,
+                    segment: first,
                     length,
                     segment_limit,
                     poisoned: None,
@@ -127,6 +130,7 @@ impl WalWriter {
             positions.push(RecordPosition {
                 segment: self.segment,
                 offset: self.length + buffer.len() as u64,
+                compacted: false,
             });
             frame(*kind, payload, &mut buffer);
         }
@@ -217,13 +221,22 @@ pub fn sync_directory(fs: &dyn FileSystem, directory: &Path) -> Result<()> {
 
 /// The segment numbers present, in order.
 pub fn list_segments(fs: &dyn FileSystem, directory: &Path) -> Result<Vec<u32>> {
+    list_numbered(fs, directory, ".wal")
+}
+
+/// The numbers of the files `NNNNNNNN<suffix>` in `directory`, in order.
+pub(crate) fn list_numbered(
+    fs: &dyn FileSystem,
+    directory: &Path,
+    suffix: &str,
+) -> Result<Vec<u32>> {
     let mut segments = Vec::new();
     let names = fs
         .list(directory)
         .map_err(|e| StoreError::io(format!("failed to read {}", directory.display()), e))?;
     for name in names {
         if let Some(number) = name
-            .strip_suffix(".wal")
+            .strip_suffix(suffix)
             .and_then(|stem| stem.parse::<u32>().ok())
         {
             segments.push(number);
@@ -234,7 +247,7 @@ pub fn list_segments(fs: &dyn FileSystem, directory: &Path) -> Result<Vec<u32>> 
 }
 
 /// Outcome of parsing the frame at one offset.
-enum FrameCheck<'a> {
+pub(crate) enum FrameCheck<'a> {
     Valid {
         kind: u8,
         payload: &'a [u8],
@@ -243,7 +256,7 @@ enum FrameCheck<'a> {
     Invalid(String),
 }
 
-fn check_frame(bytes: &[u8], offset: usize) -> FrameCheck<'_> {
+pub(crate) fn check_frame(bytes: &[u8], offset: usize) -> FrameCheck<'_> {
     let Some(header) = bytes.get(offset..offset + RECORD_HEADER_BYTES) else {
         return FrameCheck::Invalid("record header runs past the end of the file".into());
     };
@@ -325,6 +338,7 @@ pub fn recover(
                         RecordPosition {
                             segment,
                             offset: offset as u64,
+                            compacted: false,
                         },
                         kind,
                         payload,
@@ -396,7 +410,7 @@ mod tests {
     use std::fs;
 
     fn open_writer(directory: &Path, last: Option<(u32, u64)>, limit: u64) -> WalWriter {
-        WalWriter::open(Arc::new(RealFs), directory, last, limit).unwrap()
+        WalWriter::open(Arc::new(RealFs), directory, last, 1, limit).unwrap()
     }
 
     /// A log holding the records "first" and "second", synced.

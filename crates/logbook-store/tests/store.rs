@@ -19,7 +19,7 @@ fn new_event(value: Value) -> NewEvent {
 fn open(dir: &std::path::Path) -> EmbeddedStore {
     let mut options = StoreOptions::new(dir);
     options.segment_bytes = 4096; // many segments, to exercise rolling
-    options.cache_records = 4;
+    options.cache_bytes = 4096;
     EmbeddedStore::open(options).expect("store opens")
 }
 
@@ -324,4 +324,193 @@ proptest! {
             prop_assert_eq!(got_seqs, expected_seqs, "query {}", q);
         }
     }
+}
+
+/// Each tenant's whole listing as JSON text, oldest first, plus a filtered listing.
+fn snapshot(store: &EmbeddedStore, tenants: &[&str]) -> Vec<Vec<String>> {
+    tenants
+        .iter()
+        .flat_map(|tenant| {
+            [
+                list_all(store, tenant, "order=asc", 7),
+                list_all(store, tenant, "type=mixed.even&order=asc", 1000),
+            ]
+        })
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn files(dir: &std::path::Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn compaction_keeps_every_event_and_key_and_survives_crashes_between_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_manual = || {
+        let mut options = StoreOptions::new(dir.path());
+        options.segment_bytes = 4096;
+        options.cache_bytes = 4096;
+        options.background_compaction = false;
+        EmbeddedStore::open(options).expect("store opens")
+    };
+    let tenants = ["a", "b", "c"];
+    let store = open_manual();
+    for tenant in tenants {
+        store.create_tenant(tenant, tenant).unwrap();
+    }
+    // Requests mix tenants, as the deployment admin's do; every one has a request-level key.
+    let request = |round: usize| AppendRequest {
+        events: (0..1 + round % 4)
+            .map(|i| {
+                (
+                    tenants[(round + i) % 3].to_string(),
+                    new_event(json!({
+                        "type": if i % 2 == 0 { "mixed.even" } else { "mixed.odd" },
+                        "idempotency_key": format!("e{round}-{i}"),
+                        "metadata": {"round": round, "pad": "x".repeat(50 * (round % 5))},
+                    })),
+                )
+            })
+            .collect(),
+        idempotency: Some(IdempotencyKey {
+            scope: "admin".into(),
+            key: format!("r{round}"),
+            fingerprint: format!("f{round}"),
+        }),
+    };
+    let receipts: Vec<_> = (0..80)
+        .map(|round| store.append(request(round)).unwrap().receipts)
+        .collect();
+    let before = snapshot(&store, &tenants);
+    let wal_dir = dir.path().join("wal");
+    let blocks_dir = dir.path().join("blocks");
+    let segments = files(&wal_dir, ".wal");
+    assert!(segments.len() > 4, "{segments:?}");
+    let saved_segment = std::fs::read(wal_dir.join(&segments[1])).unwrap();
+
+    let compacted = store.compact().unwrap();
+    assert_eq!(compacted, segments.len() - 1, "all but the open segment");
+    assert_eq!(files(&wal_dir, ".wal"), segments[segments.len() - 1..]);
+    assert_eq!(files(&blocks_dir, ".blk").len(), compacted);
+    assert_eq!(
+        snapshot(&store, &tenants),
+        before,
+        "same events after compaction"
+    );
+    assert_eq!(store.compact().unwrap(), 0, "nothing left to compact");
+    // Keys of compacted requests and events still replay.
+    let replay = store.append(request(3)).unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.receipts, receipts[3]);
+    drop(store);
+
+    // A crash after the block file was made durable but before its segment was removed...
+    std::fs::write(wal_dir.join(&segments[1]), &saved_segment).unwrap();
+    // ... and one in the middle of writing the next block file.
+    let open_segment = &segments[segments.len() - 1];
+    let torn_block = blocks_dir.join(open_segment.replace(".wal", ".blk"));
+    std::fs::write(&torn_block, b"LOGBOOKB\x01\x00\x00\x00").unwrap();
+    let store = open_manual();
+    assert_eq!(
+        files(&wal_dir, ".wal"),
+        segments[segments.len() - 1..],
+        "the replaced segment is removed"
+    );
+    assert!(!torn_block.exists(), "the torn block file is removed");
+    assert_eq!(
+        snapshot(&store, &tenants),
+        before,
+        "same events after reopen"
+    );
+    let replay = store.append(request(5)).unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.receipts, receipts[5]);
+    // Per-event keys too: a new request repeating an old event's key gets the old receipt.
+    let repeat = AppendRequest {
+        events: vec![(
+            "a".to_string(),
+            new_event(json!({"type": "mixed.even", "idempotency_key": "e0-0"})),
+        )],
+        idempotency: None,
+    };
+    assert_eq!(store.append(repeat).unwrap().receipts[0], receipts[0][0]);
+
+    // New events after compaction continue each tenant's seqs, and compact again.
+    let later = store.append(request(80)).unwrap();
+    assert!(!later.replayed);
+    for _ in 0..30 {
+        append(
+            &store,
+            "b",
+            vec![json!({"type": "later", "metadata": {"pad": "y".repeat(200)}})],
+        );
+    }
+    assert!(store.compact().unwrap() > 0);
+    drop(store);
+    let store = open_manual();
+    for tenant in tenants {
+        let seqs: Vec<u64> = list_all(&store, tenant, "order=asc", 1000)
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "tenant {tenant}"
+        );
+    }
+    assert!(
+        snapshot(&store, &tenants)
+            .iter()
+            .zip(&before)
+            .all(|(now, then)| now.starts_with(then)),
+        "earlier events unchanged"
+    );
+}
+
+#[test]
+fn a_block_file_that_is_damaged_without_its_segment_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_manual = || {
+        let mut options = StoreOptions::new(dir.path());
+        options.segment_bytes = 4096;
+        options.background_compaction = false;
+        EmbeddedStore::open(options)
+    };
+    let store = open_manual().unwrap();
+    store.create_tenant("acme", "Acme").unwrap();
+    for round in 0..40 {
+        append(
+            &store,
+            "acme",
+            vec![json!({"type": "t", "metadata": {"pad": "z".repeat(100), "round": round}})],
+        );
+    }
+    assert!(store.compact().unwrap() > 0);
+    drop(store);
+    let block = dir.path().join("blocks").join("00000001.blk");
+    let mut bytes = std::fs::read(&block).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&block, &bytes).unwrap();
+    let error = open_manual()
+        .err()
+        .expect("a damaged block file stops the open");
+    let message = error.to_string();
+    assert!(message.contains("00000001.blk"), "{message}");
 }

@@ -9,6 +9,11 @@ use std::process::{Child, Command, Stdio};
 
 /// Starts `logbook serve` on `data_dir` and `127.0.0.1:port`, with `admin_key`.
 pub fn serve(data_dir: &Path, port: u16, admin_key: &str) -> Child {
+    serve_with(data_dir, port, admin_key, &[])
+}
+
+/// [`serve`] with extra `LOGBOOK_*` environment variables.
+pub fn serve_with(data_dir: &Path, port: u16, admin_key: &str, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_logbook"))
         .args([
             "serve",
@@ -19,6 +24,7 @@ pub fn serve(data_dir: &Path, port: u16, admin_key: &str) -> Child {
         ])
         .env("LOGBOOK_ADMIN_KEY", admin_key)
         .env("LOGBOOK_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,0 +1,337 @@
+//! Compaction: a sealed WAL segment rewritten as a block file, its events grouped by tenant.
+//!
+//! A WAL record holds one ingest request, and a request from the deployment admin mixes many tenants. Reading
+//! one tenant's events from such records decompresses whole records for a few events each. Once the writer has
+//! moved on to a later segment, the compactor rewrites the sealed segment `wal/N.wal` as `blocks/N.blk`:
+//!
+//! ```text
+//! file:    "LOGBOOKB" (8) | format version u32 LE (=1) | segment number u32 LE
+//! record:  the WAL's framing (length, CRC32C, kind, payload)
+//!   kind 1 (events): zstd of a header line, then event lines — the WAL's record payload. The first record's
+//!                    header lists the segment's request-level idempotency keys still in their window; each
+//!                    other record holds up to BLOCK_EVENTS events of one tenant, in seq order.
+//!   kind 2 (seal):   the number of events (u64 LE); always last
+//! ```
+//!
+//! The block file is written, synced, and its directory entry synced; then the index is pointed at it; then the
+//! WAL segment is removed. A crash at any step leaves either the WAL segment (the block file, unsealed or torn,
+//! is removed at the next open) or a complete block file (a WAL segment it replaced is removed at the next open).
+
+use crate::error::{Result, StoreError};
+use crate::index::Location;
+use crate::io::FileSystem;
+use crate::wal::{self, check_frame, FrameCheck, RecordPosition, KIND_EVENTS};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const BLOCK_MAGIC: &[u8; 8] = b"LOGBOOKB";
+pub const KIND_SEAL: u8 = 2;
+/// At most this many events per block (one compressed record)...
+const BLOCK_EVENTS: usize = 1024;
+/// ... and at most about this many bytes of JSON before compression.
+const BLOCK_BYTES: usize = 512 << 10;
+
+pub fn block_path(directory: &Path, segment: u32) -> PathBuf {
+    directory.join(format!("{segment:08}.blk"))
+}
+
+fn header(segment: u32) -> Vec<u8> {
+    let mut header = Vec::with_capacity(wal::SEGMENT_HEADER_BYTES as usize);
+    header.extend_from_slice(BLOCK_MAGIC);
+    header.extend_from_slice(&wal::FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&segment.to_le_bytes());
+    header
+}
+
+/// Why a block file is not complete, or `None` when it is: the right header, every frame valid, a seal last.
+fn incomplete(bytes: &[u8], segment: u32) -> Option<String> {
+    let start = wal::SEGMENT_HEADER_BYTES as usize;
+    if bytes.len() < start || bytes[..start] != header(segment)[..] {
+        return Some("not a block file header for its segment".into());
+    }
+    let mut offset = start;
+    let mut sealed = false;
+    while offset < bytes.len() {
+        if sealed {
+            return Some(format!("bytes after the seal at offset {offset}"));
+        }
+        match check_frame(bytes, offset) {
+            FrameCheck::Valid { kind, next, .. } => {
+                sealed = kind == KIND_SEAL;
+                offset = next;
+            }
+            FrameCheck::Invalid(reason) => return Some(format!("offset {offset}: {reason}")),
+        }
+    }
+    (!sealed).then(|| "no seal".to_string())
+}
+
+/// Settles the data directory at open: removes block files left incomplete by a crash (their WAL segment is
+/// still there) and WAL segments a complete block file replaced. Returns the compacted segments, in order.
+pub fn settle(fs: &dyn FileSystem, blocks_dir: &Path, wal_dir: &Path) -> Result<Vec<u32>> {
+    let segments = wal::list_segments(fs, wal_dir)?;
+    let mut complete = Vec::new();
+    for number in wal::list_numbered(fs, blocks_dir, ".blk")? {
+        let path = block_path(blocks_dir, number);
+        let bytes = fs
+            .read(&path)
+            .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
+        let wal_path = wal::segment_path(wal_dir, number);
+        match incomplete(&bytes, number) {
+            None => {
+                if segments.contains(&number) {
+                    tracing::info!(file = %wal_path.display(), "removing a WAL segment its block file replaced");
+                    fs.remove(&wal_path).map_err(|e| {
+                        StoreError::io(format!("failed to remove {}", wal_path.display()), e)
+                    })?;
+                    wal::sync_directory(fs, wal_dir)?;
+                }
+                complete.push(number);
+            }
+            Some(reason) if segments.contains(&number) => {
+                tracing::warn!(file = %path.display(), reason, "removing a block file a crash left incomplete");
+                fs.remove(&path).map_err(|e| {
+                    StoreError::io(format!("failed to remove {}", path.display()), e)
+                })?;
+                wal::sync_directory(fs, blocks_dir)?;
+            }
+            Some(reason) => {
+                return Err(StoreError::Corruption {
+                    file: path,
+                    offset: 0,
+                    reason: format!("{reason}, and its WAL segment is gone"),
+                })
+            }
+        }
+    }
+    if let (Some(&last_block), Some(&first_wal)) =
+        (complete.last(), wal::list_segments(fs, wal_dir)?.first())
+    {
+        if first_wal < last_block {
+            return Err(StoreError::Corruption {
+                file: wal::segment_path(wal_dir, first_wal),
+                offset: 0,
+                reason: format!(
+                    "WAL segment {first_wal} is older than compacted segment {last_block}"
+                ),
+            });
+        }
+    }
+    Ok(complete)
+}
+
+/// Calls `visit` with every events record of a complete block file, in order.
+pub fn read(
+    fs: &dyn FileSystem,
+    blocks_dir: &Path,
+    segment: u32,
+    mut visit: impl FnMut(RecordPosition, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let path = block_path(blocks_dir, segment);
+    let bytes = fs
+        .read(&path)
+        .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
+    let mut offset = wal::SEGMENT_HEADER_BYTES as usize;
+    while offset < bytes.len() {
+        match check_frame(&bytes, offset) {
+            FrameCheck::Valid {
+                kind,
+                payload,
+                next,
+            } => {
+                let position = RecordPosition {
+                    segment,
+                    offset: offset as u64,
+                    compacted: true,
+                };
+                match kind {
+                    KIND_EVENTS => visit(position, payload)?,
+                    KIND_SEAL => {}
+                    other => {
+                        return Err(StoreError::Corruption {
+                            file: path,
+                            offset: offset as u64,
+                            reason: format!("unknown record kind {other}"),
+                        })
+                    }
+                }
+                offset = next;
+            }
+            FrameCheck::Invalid(reason) => {
+                return Err(StoreError::Corruption {
+                    file: path,
+                    offset: offset as u64,
+                    reason,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A block file built from one WAL segment, and where each event moves.
+pub struct Compacted {
+    pub bytes: Vec<u8>,
+    /// Per tenant: (seq, new location), in seq order.
+    pub moves: BTreeMap<String, Vec<(u64, Location)>>,
+    pub events: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct EventKey<'a> {
+    #[serde(borrow)]
+    tenant: std::borrow::Cow<'a, str>,
+    seq: u64,
+}
+
+/// Rewrites the WAL segment `segment` (its whole file, `wal_bytes`) as a block file. `keep_request` decides
+/// which request-level idempotency headers (JSON) are carried over. `level` is the zstd level.
+pub fn build(
+    segment: u32,
+    wal_path: &Path,
+    wal_bytes: &[u8],
+    level: i32,
+    mut keep_request: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<Compacted> {
+    let corrupt = |offset: usize, reason: String| StoreError::Corruption {
+        file: wal_path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let start = wal::SEGMENT_HEADER_BYTES as usize;
+    if wal_bytes.len() < start || &wal_bytes[..8] != wal::MAGIC {
+        return Err(corrupt(0, "not a Logbook WAL segment header".into()));
+    }
+    // Decompress every record; keep the texts, and for each tenant its event lines.
+    let mut texts: Vec<Vec<u8>> = Vec::new();
+    let mut requests: Vec<serde_json::Value> = Vec::new();
+    let mut offset = start;
+    while offset < wal_bytes.len() {
+        let (kind, payload, next) = match check_frame(wal_bytes, offset) {
+            FrameCheck::Valid {
+                kind,
+                payload,
+                next,
+            } => (kind, payload, next),
+            FrameCheck::Invalid(reason) => return Err(corrupt(offset, reason)),
+        };
+        if kind != KIND_EVENTS {
+            return Err(corrupt(offset, format!("unknown record kind {kind}")));
+        }
+        let text = zstd::decode_all(payload)
+            .map_err(|e| corrupt(offset, format!("record does not decompress: {e}")))?;
+        let header_end = memchr::memchr(b'\n', &text).unwrap_or(text.len());
+        let header: serde_json::Value = serde_json::from_slice(&text[..header_end])
+            .map_err(|e| corrupt(offset, format!("bad record header: {e}")))?;
+        if let Some(stored) = header.get("idempotency").filter(|v| !v.is_null()) {
+            if keep_request(stored) {
+                requests.push(stored.clone());
+            }
+        }
+        texts.push(text);
+        offset = next;
+    }
+    // (record, start, end) of each event line, per tenant, in seq order.
+    let mut lines: BTreeMap<String, Vec<(u64, usize, usize, usize)>> = BTreeMap::new();
+    for (record, text) in texts.iter().enumerate() {
+        let mut line_start = None;
+        for newline in memchr::memchr_iter(b'\n', text) {
+            let Some(begin) = line_start else {
+                line_start = Some(newline + 1);
+                continue;
+            };
+            line_start = Some(newline + 1);
+            let key: EventKey = serde_json::from_slice(&text[begin..newline]).map_err(|e| {
+                corrupt(
+                    0,
+                    format!("an event of record {record} does not parse: {e}"),
+                )
+            })?;
+            let list = lines.entry(key.tenant.into_owned()).or_default();
+            if let Some(&(previous, ..)) = list.last() {
+                if key.seq != previous + 1 {
+                    return Err(corrupt(
+                        0,
+                        format!("seq {} follows seq {previous}", key.seq),
+                    ));
+                }
+            }
+            list.push((key.seq, record, begin, newline));
+        }
+    }
+
+    let mut bytes = header(segment);
+    let mut moves: BTreeMap<String, Vec<(u64, Location)>> = BTreeMap::new();
+    let mut events = 0u64;
+    let compress = |text: &[u8]| {
+        zstd::bulk::compress(text, level)
+            .map_err(|e| StoreError::io("failed to compress a block", e))
+    };
+    if !requests.is_empty() {
+        let header = serde_json::json!({"v": 1, "idempotency": null, "requests": requests});
+        let mut text = serde_json::to_vec(&header).expect("a header serializes");
+        text.push(b'\n');
+        wal::frame(KIND_EVENTS, &compress(&text)?, &mut bytes);
+    }
+    for (tenant, list) in &lines {
+        let moved = moves.entry(tenant.clone()).or_default();
+        let mut remaining = &list[..];
+        while !remaining.is_empty() {
+            let mut text = b"{\"v\":1}\n".to_vec();
+            let mut taken = 0;
+            for &(_, record, begin, end) in remaining {
+                if taken == BLOCK_EVENTS || (taken > 0 && text.len() + end - begin > BLOCK_BYTES) {
+                    break;
+                }
+                text.extend_from_slice(&texts[record][begin..end]);
+                text.push(b'\n');
+                taken += 1;
+            }
+            let position = RecordPosition {
+                segment,
+                offset: bytes.len() as u64,
+                compacted: true,
+            };
+            wal::frame(KIND_EVENTS, &compress(&text)?, &mut bytes);
+            for (line, &(seq, ..)) in remaining[..taken].iter().enumerate() {
+                moved.push((
+                    seq,
+                    Location {
+                        record: position,
+                        line: line as u32,
+                    },
+                ));
+            }
+            events += taken as u64;
+            remaining = &remaining[taken..];
+        }
+    }
+    wal::frame(KIND_SEAL, &events.to_le_bytes(), &mut bytes);
+    Ok(Compacted {
+        bytes,
+        moves,
+        events,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_file_is_complete_only_with_its_seal_last() {
+        let mut bytes = header(7);
+        assert_eq!(incomplete(&bytes, 7).as_deref(), Some("no seal"));
+        wal::frame(KIND_EVENTS, b"payload", &mut bytes);
+        assert_eq!(incomplete(&bytes, 7).as_deref(), Some("no seal"));
+        wal::frame(KIND_SEAL, &1u64.to_le_bytes(), &mut bytes);
+        assert_eq!(incomplete(&bytes, 7), None);
+        assert!(incomplete(&bytes, 8).is_some(), "another segment's header");
+        for cut in wal::SEGMENT_HEADER_BYTES as usize..bytes.len() {
+            assert!(incomplete(&bytes[..cut], 7).is_some(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert!(incomplete(&flipped, 7).is_some());
+    }
+}

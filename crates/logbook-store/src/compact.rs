@@ -27,9 +27,10 @@ use std::path::{Path, PathBuf};
 pub const BLOCK_MAGIC: &[u8; 8] = b"LOGBOOKB";
 pub const KIND_SEAL: u8 = 2;
 /// At most this many events per block (one compressed record)...
-const BLOCK_EVENTS: usize = 1024;
-/// ... and at most about this many bytes of JSON before compression.
-const BLOCK_BYTES: usize = 512 << 10;
+const BLOCK_EVENTS: usize = 256;
+/// ... and at most about this many bytes of JSON before compression. A read of one event decompresses its
+/// whole block, so blocks stay small; an export reads them in order.
+const BLOCK_BYTES: usize = 128 << 10;
 
 pub fn block_path(directory: &Path, segment: u32) -> PathBuf {
     directory.join(format!("{segment:08}.blk"))
@@ -184,6 +185,28 @@ struct EventKey<'a> {
     seq: u64,
 }
 
+/// The tenant and seq of a stored event line, read from its start (`{"id":"…","seq":N,"tenant":"…",` — the
+/// order in which events are serialized); `None` if the line starts otherwise.
+fn event_key_prefix(line: &[u8]) -> Option<(&str, u64)> {
+    let rest = line.strip_prefix(b"{\"id\":\"")?;
+    let rest = &rest[memchr::memchr(b'"', rest)? + 1..];
+    let rest = rest.strip_prefix(b",\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(b",\"tenant\":\"")?;
+    let tenant = std::str::from_utf8(&rest[..memchr::memchr(b'"', rest)?]).ok()?;
+    (!tenant.contains('\\')).then_some((tenant, seq))
+}
+
+fn event_key(line: &[u8]) -> serde_json::Result<(String, u64)> {
+    match event_key_prefix(line) {
+        Some((tenant, seq)) => Ok((tenant.to_string(), seq)),
+        None => {
+            serde_json::from_slice::<EventKey>(line).map(|key| (key.tenant.into_owned(), key.seq))
+        }
+    }
+}
+
 /// Rewrites the WAL segment `segment` (its whole file, `wal_bytes`) as a block file. `keep_request` decides
 /// which request-level idempotency headers (JSON) are carried over. `level` is the zstd level.
 pub fn build(
@@ -241,22 +264,19 @@ pub fn build(
                 continue;
             };
             line_start = Some(newline + 1);
-            let key: EventKey = serde_json::from_slice(&text[begin..newline]).map_err(|e| {
+            let (tenant, seq) = event_key(&text[begin..newline]).map_err(|e| {
                 corrupt(
                     0,
                     format!("an event of record {record} does not parse: {e}"),
                 )
             })?;
-            let list = lines.entry(key.tenant.into_owned()).or_default();
+            let list = lines.entry(tenant).or_default();
             if let Some(&(previous, ..)) = list.last() {
-                if key.seq != previous + 1 {
-                    return Err(corrupt(
-                        0,
-                        format!("seq {} follows seq {previous}", key.seq),
-                    ));
+                if seq != previous + 1 {
+                    return Err(corrupt(0, format!("seq {seq} follows seq {previous}")));
                 }
             }
-            list.push((key.seq, record, begin, newline));
+            list.push((seq, record, begin, newline));
         }
     }
 
@@ -317,6 +337,18 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_keys_are_read_from_the_line_start_or_parsed() {
+        let line = br#"{"id":"evt_01ABC","seq":42,"tenant":"t-1","type":"x"}"#;
+        assert_eq!(event_key_prefix(line), Some(("t-1", 42)));
+        assert_eq!(event_key(line).unwrap(), ("t-1".to_string(), 42));
+        // Another field order still works, through the parser.
+        let other = br#"{"tenant":"t-2","type":"x","seq":7,"id":"evt_1"}"#;
+        assert_eq!(event_key_prefix(other), None);
+        assert_eq!(event_key(other).unwrap(), ("t-2".to_string(), 7));
+        assert!(event_key(br#"{"id":"evt_1","seq":"#).is_err());
+    }
 
     #[test]
     fn a_block_file_is_complete_only_with_its_seal_last() {

@@ -1566,6 +1566,69 @@ fn run_indexer(shared: Arc<Shared>, receiver: Receiver<PublishBatch>) {
     }
 }
 
+/// Adds each tenant's events to its index. Tenants are independent, so a large group with several tenants
+/// is split over the machine's cores (the indexer is otherwise the slowest stage of ingest).
+fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Location)>>) {
+    let mut work: Vec<(Arc<RwLock<TenantIndex>>, Vec<(&Event, Location)>)> = per_tenant
+        .into_iter()
+        .map(|(tenant, events)| {
+            let index = match shared.tenant(tenant) {
+                Some(index) => index,
+                None => shared
+                    .tenants
+                    .write()
+                    .entry(tenant.to_string())
+                    .or_default()
+                    .clone(),
+            };
+            (index, events)
+        })
+        .collect();
+    let index_all = |work: &[(Arc<RwLock<TenantIndex>>, Vec<(&Event, Location)>)]| {
+        for (index, events) in work {
+            // The lock is released between chunks, so that readers of a busy tenant wait little.
+            for chunk in events.chunks(256) {
+                let mut index = index.write();
+                for (event, location) in chunk {
+                    index.insert(event, *location);
+                }
+            }
+        }
+    };
+    let total: usize = work.iter().map(|(_, events)| events.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
+        .min(work.len());
+    if threads <= 1 || total < 512 {
+        index_all(&work);
+        return;
+    }
+    // Largest tenants first, each to the least loaded part.
+    work.sort_by_key(|(_, events)| std::cmp::Reverse(events.len()));
+    let mut parts: Vec<(
+        usize,
+        Vec<(Arc<RwLock<TenantIndex>>, Vec<(&Event, Location)>)>,
+    )> = (0..threads).map(|_| (0, Vec::new())).collect();
+    for item in work {
+        let part = parts
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one part");
+        part.0 += item.1.len();
+        part.1.push(item);
+    }
+    std::thread::scope(|scope| {
+        let mut parts = parts.into_iter();
+        let own = parts.next().expect("at least one part");
+        for (_, part) in parts {
+            scope.spawn(move || index_all(&part));
+        }
+        index_all(&own.1);
+    });
+}
+
 /// Adds a durable group's events to the index and the record cache, then answers every request of the group.
 fn publish(shared: &Shared, batch: PublishBatch) {
     let PublishBatch {
@@ -1574,7 +1637,8 @@ fn publish(shared: &Shared, batch: PublishBatch) {
         mut texts,
         replies,
     } = batch;
-    let mut stored_events = 0u64;
+    // Each tenant's new events, in seq order.
+    let mut per_tenant: HashMap<&str, Vec<(&Event, Location)>> = HashMap::new();
     for plan in &plans {
         let Plan::Write(write) = plan else { continue };
         let position = positions[write.record];
@@ -1591,35 +1655,19 @@ fn publish(shared: &Shared, batch: PublishBatch) {
                 .lock()
                 .put(position, Arc::new(Decoded::new(text)));
         }
-        let mut current: Option<(String, Arc<RwLock<TenantIndex>>)> = None;
         for (line, event) in write.events.iter().enumerate() {
-            let index = match &current {
-                Some((tenant, index)) if *tenant == event.tenant => index.clone(),
-                _ => {
-                    let existing = shared.tenant(&event.tenant);
-                    let index = match existing {
-                        Some(index) => index,
-                        None => shared
-                            .tenants
-                            .write()
-                            .entry(event.tenant.clone())
-                            .or_default()
-                            .clone(),
-                    };
-                    current = Some((event.tenant.clone(), index.clone()));
-                    index
-                }
+            let location = Location {
+                record: position,
+                line: line as u32,
             };
-            index.write().insert(
-                event,
-                Location {
-                    record: position,
-                    line: line as u32,
-                },
-            );
-            stored_events += 1;
+            per_tenant
+                .entry(event.tenant.as_str())
+                .or_default()
+                .push((event, location));
         }
     }
+    let stored_events = per_tenant.values().map(|events| events.len() as u64).sum();
+    index_in_parallel(shared, per_tenant);
     shared
         .events
         .fetch_add(stored_events, AtomicOrdering::Relaxed);

@@ -514,3 +514,71 @@ fn a_block_file_that_is_damaged_without_its_segment_is_reported() {
     let message = error.to_string();
     assert!(message.contains("00000001.blk"), "{message}");
 }
+
+#[test]
+fn a_large_group_over_many_tenants_is_indexed_in_parallel_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let tenants = ["p1", "p2", "p3", "p4", "p5"];
+    for tenant in tenants {
+        store.create_tenant(tenant, tenant).unwrap();
+    }
+    // One request of 3,000 events (above the parallel threshold), tenants of unequal sizes.
+    let events: Vec<(String, NewEvent)> = (0..3000)
+        .map(|i| {
+            let tenant = tenants[i % 11 % 5];
+            (
+                tenant.to_string(),
+                new_event(json!({"type": format!("kind.{}", i % 3), "metadata": {"i": i}})),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = events
+        .iter()
+        .map(|(tenant, event)| {
+            (
+                tenant.clone(),
+                event.metadata.as_ref().unwrap()["i"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let receipts = store
+        .append(AppendRequest {
+            events,
+            idempotency: None,
+        })
+        .unwrap()
+        .receipts;
+    assert_eq!(receipts.len(), 3000);
+    for tenant in tenants {
+        let stored = list_all(&store, tenant, "order=asc", 500);
+        let wanted: Vec<u64> = expected
+            .iter()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, i)| *i)
+            .collect();
+        let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=wanted.len() as u64).collect::<Vec<_>>(),
+            "{tenant}"
+        );
+        let order: Vec<u64> = stored
+            .iter()
+            .map(|e| e.metadata.as_ref().unwrap()["i"].as_u64().unwrap())
+            .collect();
+        assert_eq!(order, wanted, "{tenant}: request order");
+        // The index agrees with the events: a term filter returns exactly the matching ones.
+        let of_kind: Vec<u64> = list_all(&store, tenant, "type=kind.1&order=asc", 100)
+            .iter()
+            .map(|e| e.metadata.as_ref().unwrap()["i"].as_u64().unwrap())
+            .collect();
+        let wanted_kind: Vec<u64> = wanted.iter().copied().filter(|i| i % 3 == 1).collect();
+        assert_eq!(of_kind, wanted_kind, "{tenant}: type filter");
+        let by_id = store
+            .get(tenant, &stored[0].id)
+            .unwrap()
+            .expect("get by id");
+        assert_eq!(by_id.seq, 1);
+    }
+}

@@ -626,7 +626,15 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
 
 async fn serve(dir: PathBuf, port: u16) -> Result<()> {
     use logbook_store::{EmbeddedStore, EventStore, StoreOptions};
-    let store = EmbeddedStore::open(StoreOptions::new(&dir))?;
+    let mut options = StoreOptions::new(&dir);
+    // As `logbook serve` reads it: the WAL segment size, for experiments with compaction.
+    if let Some(mib) = std::env::var("LOGBOOK_SEGMENT_MIB")
+        .ok()
+        .and_then(|mib| mib.parse::<u64>().ok())
+    {
+        options.segment_bytes = mib.clamp(1, 1024) << 20;
+    }
+    let store = EmbeddedStore::open(options)?;
     store.ensure_admin_key(Some(ADMIN))?;
     let store: Arc<dyn EventStore> = Arc::new(store);
     let state = logbook_server::AppState::new(store, logbook_server::ServerConfig::default());

@@ -756,12 +756,15 @@ fn copy_error(error: &StoreError) -> StoreError {
 impl EmbeddedStore {
     /// Up to `wanted` events of one tenant matching `query`, strictly after `after`, in the query's order, as
     /// `(created_at, ordinal)`. Only inexact candidates are read (and checked with the evaluator).
+    /// `reach`, when set, is the last `created_at` worth returning in the query's order (the cross-tenant
+    /// listing already holds enough better keys).
     fn matching_keys(
         &self,
         index: &TenantIndex,
         query: &ListQuery,
         after: Option<Position>,
         wanted: usize,
+        reach: Option<i64>,
     ) -> Result<Vec<(i64, u32)>> {
         let candidates = index.plan(&query.filter);
         let (mut low, mut high) = created_at_bounds(&query.filter);
@@ -770,6 +773,11 @@ impl EmbeddedStore {
         }
         if let Some(until) = query.until {
             high = high.min(until.saturating_sub(1));
+        }
+        match (reach, query.order) {
+            (Some(reach), Order::Desc) => low = low.max(reach),
+            (Some(reach), Order::Asc) => high = high.min(reach),
+            (None, _) => {}
         }
         let after = after.map(|position| {
             (
@@ -868,7 +876,7 @@ impl EventStore for EmbeddedStore {
             });
         };
         let index = index.read();
-        let mut keys = self.matching_keys(&index, query, after, query.limit + 1)?;
+        let mut keys = self.matching_keys(&index, query, after, query.limit + 1, None)?;
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
         let items = keys
@@ -898,21 +906,54 @@ impl EventStore for EmbeddedStore {
             .collect();
         tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let wanted = query.limit + 1;
+        // Tenants are visited newest first (oldest first for `asc`). Once `wanted` keys are held, only keys up
+        // to the worst of them can still enter the page: later tenants are scanned only that far, and a tenant
+        // whose events all lie beyond it ends the walk.
+        let spans: Vec<Option<(i64, i64)>> = tenants
+            .iter()
+            .map(|(_, index)| index.read().created_at_span())
+            .collect();
+        let mut visit: Vec<usize> = (0..tenants.len())
+            .filter(|&number| spans[number].is_some())
+            .collect();
+        match query.order {
+            Order::Desc => {
+                visit.sort_by_key(|&number| std::cmp::Reverse(spans[number].map(|s| s.1)))
+            }
+            Order::Asc => visit.sort_by_key(|&number| spans[number].map(|s| s.0)),
+        }
+        let better = |a: &(i64, usize, u32), b: &(i64, usize, u32)| match query.order {
+            Order::Asc => a.cmp(b),
+            Order::Desc => b.cmp(a),
+        };
         // (created_at, tenant number in name order, ordinal)
         let mut keys: Vec<(i64, usize, u32)> = Vec::new();
-        for (number, (tenant, index)) in tenants.iter().enumerate() {
+        let mut reach: Option<i64> = None;
+        for number in visit {
+            let (tenant, index) = &tenants[number];
+            if let (Some(reach), Some((oldest, newest))) = (reach, spans[number]) {
+                let beyond = match query.order {
+                    Order::Desc => newest < reach,
+                    Order::Asc => oldest > reach,
+                };
+                if beyond {
+                    break;
+                }
+            }
             let resume = after.map(|after| crate::tenant_resume(tenant, after, query.order));
-            let found = self.matching_keys(&index.read(), query, resume, wanted)?;
+            let found = self.matching_keys(&index.read(), query, resume, wanted, reach)?;
             keys.extend(
                 found
                     .into_iter()
                     .map(|(created_at, ordinal)| (created_at, number, ordinal)),
             );
+            if keys.len() >= wanted {
+                keys.sort_unstable_by(better);
+                keys.truncate(wanted);
+                reach = keys.last().map(|key| key.0);
+            }
         }
-        match query.order {
-            Order::Asc => keys.sort_unstable(),
-            Order::Desc => keys.sort_unstable_by(|a, b| b.cmp(a)),
-        }
+        keys.sort_unstable_by(better);
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
         let items = keys

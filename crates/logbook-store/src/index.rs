@@ -300,6 +300,11 @@ impl TenantIndex {
         self.entries.is_empty()
     }
 
+    /// The oldest and newest `created_at`, or `None` when empty.
+    pub fn created_at_span(&self) -> Option<(i64, i64)> {
+        Some((self.by_time.first()?.0, self.by_time.last()?.0))
+    }
+
     pub fn entry(&self, ordinal: u32) -> &Entry {
         &self.entries[ordinal as usize]
     }

@@ -582,3 +582,80 @@ fn a_large_group_over_many_tenants_is_indexed_in_parallel_and_in_order() {
         assert_eq!(by_id.seq, 1);
     }
 }
+
+#[test]
+fn the_cross_tenant_listing_matches_a_full_sort_for_every_page_size() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let base = 1_700_000_000_000i64;
+    // Tenants of different sizes and time spans: some wholly older or newer than others, many equal times.
+    let spans = [
+        (0, 40),
+        (30, 60),
+        (0, 5),
+        (55, 60),
+        (10, 20),
+        (0, 60),
+        (59, 60),
+    ];
+    let mut reference: Vec<(i64, String, u64, bool)> = Vec::new();
+    for (number, (from, to)) in spans.iter().enumerate() {
+        let tenant = format!("m{number}");
+        store.create_tenant(&tenant, &tenant).unwrap();
+        let count = 1 + number * 7 % 23;
+        let events: Vec<Value> = (0..count)
+            .map(|_| {
+                let minute = rng.random_range(*from..*to);
+                let tagged = rng.random_bool(0.5);
+                json!({"type": "x", "created_at": base + minute * 60_000, "metadata": {"tagged": tagged}})
+            })
+            .collect();
+        for (seq, event) in append(&store, &tenant, events.clone())
+            .iter()
+            .map(|r| r.seq)
+            .zip(&events)
+        {
+            let tagged = event["metadata"]["tagged"].as_bool().unwrap();
+            reference.push((
+                event["created_at"].as_i64().unwrap(),
+                tenant.clone(),
+                seq,
+                tagged,
+            ));
+        }
+    }
+    for (query, only_tagged) in [("", false), ("meta.tagged=true", true)] {
+        for order in ["asc", "desc"] {
+            let mut expected: Vec<(i64, String, u64)> = reference
+                .iter()
+                .filter(|e| !only_tagged || e.3)
+                .map(|e| (e.0, e.1.clone(), e.2))
+                .collect();
+            expected.sort();
+            if order == "desc" {
+                expected.reverse();
+            }
+            for limit in [1, 2, 3, 7, 50, 1000] {
+                let text = format!("{query}&order={order}");
+                let mut parsed = RawQuery::parse(&text).to_list_query(now_millis()).unwrap();
+                parsed.limit = limit;
+                let mut after = None;
+                let mut got = Vec::new();
+                loop {
+                    let page = store.list_all(&parsed, after.as_ref()).unwrap();
+                    assert!(page.items.len() <= limit);
+                    for (tenant, item) in &page.items {
+                        got.push((item.position.created_at, tenant.clone(), item.position.seq));
+                    }
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, expected, "{text} limit {limit}");
+            }
+        }
+    }
+}

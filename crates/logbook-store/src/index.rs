@@ -820,6 +820,39 @@ impl TenantIndex {
         }
         match candidates {
             Some(bitmap) if bitmap.len() <= MATERIALIZE_LIMIT => {
+                // First walk the time order for as many steps as there are candidates: a narrow window, or
+                // candidates dense in it, end the walk sooner than sorting every candidate would. Only what the
+                // walk did not reach is sorted.
+                let mut budget = bitmap.len();
+                let mut last_walked = None;
+                let mut walked_all = true;
+                {
+                    let range = self.by_time.range((lower, upper));
+                    let steps: Box<dyn Iterator<Item = &(i64, u32)>> = match order {
+                        Order::Desc => Box::new(range.rev()),
+                        Order::Asc => Box::new(range),
+                    };
+                    for key in steps {
+                        if budget == 0 {
+                            walked_all = false;
+                            break;
+                        }
+                        budget -= 1;
+                        last_walked = Some(*key);
+                        if bitmap.contains(key.1) && !visit(key.1) {
+                            return;
+                        }
+                    }
+                }
+                if walked_all {
+                    return;
+                }
+                if let Some(key) = last_walked {
+                    match order {
+                        Order::Desc => upper = Bound::Excluded(key),
+                        Order::Asc => lower = Bound::Excluded(key),
+                    }
+                }
                 let in_range = |key: &(i64, u32)| {
                     (match lower {
                         Bound::Included(l) => *key >= l,

@@ -351,6 +351,42 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_is_rebuilt_per_tenant_in_seq_order() {
+        // The fuzzer's seed: two records mixing tenants a, b and c (one line in another field order).
+        let seed = include_bytes!("../../../fuzz/seeds/compaction/built");
+        let length = u16::from_le_bytes([seed[1], seed[2]]) as usize;
+        let mut segment = wal::MAGIC.to_vec();
+        segment.extend_from_slice(&wal::FORMAT_VERSION.to_le_bytes());
+        segment.extend_from_slice(&1u32.to_le_bytes());
+        segment.extend_from_slice(&seed[3..3 + length]);
+        let built = build(1, Path::new("00000001.wal"), &segment, 1, |_| true).unwrap();
+        assert_eq!(built.events, 4);
+        assert_eq!(incomplete(&built.bytes, 1), None);
+        let seqs: Vec<(&str, Vec<u64>)> = built
+            .moves
+            .iter()
+            .map(|(tenant, moves)| (tenant.as_str(), moves.iter().map(|m| m.0).collect()))
+            .collect();
+        assert_eq!(seqs, [("a", vec![1, 2]), ("b", vec![1]), ("c", vec![1])]);
+        // Tenant a's two events share one block, in seq order.
+        let a = &built.moves["a"];
+        assert_eq!(a[0].1.record, a[1].1.record);
+        assert_eq!((a[0].1.line, a[1].1.line), (0, 1));
+        // A seq that skips is corruption, not a silent gap.
+        let mut skipping = segment[..wal::SEGMENT_HEADER_BYTES as usize].to_vec();
+        let text = b"{\"v\":1}\n{\"id\":\"evt_1\",\"seq\":1,\"tenant\":\"a\"}\n{\"id\":\"evt_2\",\"seq\":3,\"tenant\":\"a\"}\n";
+        wal::frame(
+            KIND_EVENTS,
+            &zstd::bulk::compress(text, 1).unwrap(),
+            &mut skipping,
+        );
+        let error = build(1, Path::new("00000001.wal"), &skipping, 1, |_| true)
+            .err()
+            .expect("a gap is refused");
+        assert!(error.to_string().contains("seq 3 follows seq 1"), "{error}");
+    }
+
+    #[test]
     fn a_block_file_is_complete_only_with_its_seal_last() {
         let mut bytes = header(7);
         assert_eq!(incomplete(&bytes, 7).as_deref(), Some("no seal"));

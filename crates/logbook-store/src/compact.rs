@@ -20,7 +20,7 @@
 use crate::error::{Result, StoreError};
 use crate::index::Location;
 use crate::io::FileSystem;
-use crate::wal::{self, check_frame, FrameCheck, RecordPosition, KIND_EVENTS};
+use crate::wal::{self, RecordPosition, KIND_EVENTS};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -50,18 +50,14 @@ fn incomplete(bytes: &[u8], segment: u32) -> Option<String> {
     if bytes.len() < start || bytes[..start] != header(segment)[..] {
         return Some("not a block file header for its segment".into());
     }
-    let mut offset = start;
     let mut sealed = false;
-    while offset < bytes.len() {
-        if sealed {
-            return Some(format!("bytes after the seal at offset {offset}"));
-        }
-        match check_frame(bytes, offset) {
-            FrameCheck::Valid { kind, next, .. } => {
-                sealed = kind == KIND_SEAL;
-                offset = next;
+    for frame in wal::frames(bytes) {
+        match frame {
+            Ok(frame) if sealed => {
+                return Some(format!("bytes after the seal at offset {}", frame.offset))
             }
-            FrameCheck::Invalid(reason) => return Some(format!("offset {offset}: {reason}")),
+            Ok(frame) => sealed = frame.kind == KIND_SEAL,
+            Err((offset, reason)) => return Some(format!("offset {offset}: {reason}")),
         }
     }
     (!sealed).then(|| "no seal".to_string())
@@ -132,37 +128,25 @@ pub fn read(
     let bytes = fs
         .read(&path)
         .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
-    let mut offset = wal::SEGMENT_HEADER_BYTES as usize;
-    while offset < bytes.len() {
-        match check_frame(&bytes, offset) {
-            FrameCheck::Valid {
-                kind,
-                payload,
-                next,
-            } => {
-                let position = RecordPosition {
-                    segment,
-                    offset: offset as u64,
-                    compacted: true,
-                };
-                match kind {
-                    KIND_EVENTS => visit(position, payload)?,
-                    KIND_SEAL => {}
-                    other => {
-                        return Err(StoreError::Corruption {
-                            file: path,
-                            offset: offset as u64,
-                            reason: format!("unknown record kind {other}"),
-                        })
-                    }
-                }
-                offset = next;
-            }
-            FrameCheck::Invalid(reason) => {
+    for frame in wal::frames(&bytes) {
+        let frame = frame.map_err(|(offset, reason)| StoreError::Corruption {
+            file: path.clone(),
+            offset: offset as u64,
+            reason,
+        })?;
+        let position = RecordPosition {
+            segment,
+            offset: frame.offset as u64,
+            compacted: true,
+        };
+        match frame.kind {
+            KIND_EVENTS => visit(position, frame.payload)?,
+            KIND_SEAL => {}
+            other => {
                 return Err(StoreError::Corruption {
                     file: path,
-                    offset: offset as u64,
-                    reason,
+                    offset: frame.offset as u64,
+                    reason: format!("unknown record kind {other}"),
                 })
             }
         }
@@ -228,16 +212,13 @@ pub fn build(
     // Decompress every record; keep the texts, and for each tenant its event lines.
     let mut texts: Vec<Vec<u8>> = Vec::new();
     let mut requests: Vec<serde_json::Value> = Vec::new();
-    let mut offset = start;
-    while offset < wal_bytes.len() {
-        let (kind, payload, next) = match check_frame(wal_bytes, offset) {
-            FrameCheck::Valid {
-                kind,
-                payload,
-                next,
-            } => (kind, payload, next),
-            FrameCheck::Invalid(reason) => return Err(corrupt(offset, reason)),
-        };
+    for frame in wal::frames(wal_bytes) {
+        let wal::Frame {
+            offset,
+            kind,
+            payload,
+            ..
+        } = frame.map_err(|(offset, reason)| corrupt(offset, reason))?;
         if kind != KIND_EVENTS {
             return Err(corrupt(offset, format!("unknown record kind {kind}")));
         }
@@ -252,7 +233,6 @@ pub fn build(
             }
         }
         texts.push(text);
-        offset = next;
     }
     // (record, start, end) of each event line, per tenant, in seq order.
     let mut lines: BTreeMap<String, Vec<(u64, usize, usize, usize)>> = BTreeMap::new();

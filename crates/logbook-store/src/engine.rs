@@ -1607,10 +1607,13 @@ fn run_indexer(shared: Arc<Shared>, receiver: Receiver<PublishBatch>) {
     }
 }
 
+/// A tenant's index and its new events, in seq order.
+type TenantWork<'a> = (Arc<RwLock<TenantIndex>>, Vec<(&'a Event, Location)>);
+
 /// Adds each tenant's events to its index. Tenants are independent, so a large group with several tenants
 /// is split over the machine's cores (the indexer is otherwise the slowest stage of ingest).
 fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Location)>>) {
-    let mut work: Vec<(Arc<RwLock<TenantIndex>>, Vec<(&Event, Location)>)> = per_tenant
+    let mut work: Vec<TenantWork> = per_tenant
         .into_iter()
         .map(|(tenant, events)| {
             let index = match shared.tenant(tenant) {
@@ -1625,7 +1628,7 @@ fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Loc
             (index, events)
         })
         .collect();
-    let index_all = |work: &[(Arc<RwLock<TenantIndex>>, Vec<(&Event, Location)>)]| {
+    let index_all = |work: &[TenantWork]| {
         for (index, events) in work {
             // The lock is released between chunks, so that readers of a busy tenant wait little.
             for chunk in events.chunks(256) {
@@ -1648,10 +1651,7 @@ fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Loc
     }
     // Largest tenants first, each to the least loaded part.
     work.sort_by_key(|(_, events)| std::cmp::Reverse(events.len()));
-    let mut parts: Vec<(
-        usize,
-        Vec<(Arc<RwLock<TenantIndex>>, Vec<(&Event, Location)>)>,
-    )> = (0..threads).map(|_| (0, Vec::new())).collect();
+    let mut parts: Vec<(usize, Vec<TenantWork>)> = (0..threads).map(|_| (0, Vec::new())).collect();
     for item in work {
         let part = parts
             .iter_mut()

@@ -246,6 +246,49 @@ pub(crate) fn list_numbered(
     Ok(segments)
 }
 
+/// A valid frame of a segment or block file.
+pub(crate) struct Frame<'a> {
+    pub offset: usize,
+    pub kind: u8,
+    pub payload: &'a [u8],
+    /// Where the next frame starts.
+    pub next: usize,
+}
+
+/// The frames of a segment or block file after its 16-byte header, in order. Iteration ends at the end of the
+/// bytes, or with `Err((offset, reason))` at the first invalid frame.
+pub(crate) fn frames(
+    bytes: &[u8],
+) -> impl Iterator<Item = std::result::Result<Frame<'_>, (usize, String)>> {
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || offset >= bytes.len() {
+            return None;
+        }
+        match check_frame(bytes, offset) {
+            FrameCheck::Valid {
+                kind,
+                payload,
+                next,
+            } => {
+                let frame = Frame {
+                    offset,
+                    kind,
+                    payload,
+                    next,
+                };
+                offset = next;
+                Some(Ok(frame))
+            }
+            FrameCheck::Invalid(reason) => {
+                failed = true;
+                Some(Err((offset, reason)))
+            }
+        }
+    })
+}
+
 /// Outcome of parsing the frame at one offset.
 pub(crate) enum FrameCheck<'a> {
     Valid {
@@ -326,26 +369,23 @@ pub fn recover(
                 reason: format!("format version {version} is not supported by this Logbook (expects {FORMAT_VERSION})"),
             });
         }
-        let mut offset = SEGMENT_HEADER_BYTES as usize;
-        while offset < bytes.len() {
-            match check_frame(&bytes, offset) {
-                FrameCheck::Valid {
-                    kind,
-                    payload,
-                    next,
-                } => {
+        let mut end = SEGMENT_HEADER_BYTES as usize;
+        for frame in frames(&bytes) {
+            match frame {
+                Ok(frame) => {
                     visit(
                         RecordPosition {
                             segment,
-                            offset: offset as u64,
+                            offset: frame.offset as u64,
                             compacted: false,
                         },
-                        kind,
-                        payload,
+                        frame.kind,
+                        frame.payload,
                     )?;
-                    offset = next;
+                    end = frame.next;
                 }
-                FrameCheck::Invalid(reason) => {
+                Err((offset, reason)) => {
+                    end = offset;
                     let valid_later = (offset + 1..bytes.len()).any(|candidate| {
                         matches!(check_frame(&bytes, candidate), FrameCheck::Valid { .. })
                     });
@@ -366,11 +406,10 @@ pub fn recover(
                     file.sync_data().map_err(|e| {
                         StoreError::io(format!("failed to sync {}", path.display()), e)
                     })?;
-                    break;
                 }
             }
         }
-        last = Some((segment, offset.min(bytes.len()) as u64));
+        last = Some((segment, end.min(bytes.len()) as u64));
     }
     Ok(last)
 }

@@ -358,16 +358,19 @@ fn files(dir: &std::path::Path, suffix: &str) -> Vec<String> {
     names
 }
 
+/// A store with small segments that compacts only when told to.
+fn open_compacting_on_demand(dir: &std::path::Path) -> Result<EmbeddedStore, StoreError> {
+    let mut options = StoreOptions::new(dir);
+    options.segment_bytes = 4096;
+    options.cache_bytes = 4096;
+    options.background_compaction = false;
+    EmbeddedStore::open(options)
+}
+
 #[test]
 fn compaction_keeps_every_event_and_key_and_survives_crashes_between_its_steps() {
     let dir = tempfile::tempdir().unwrap();
-    let open_manual = || {
-        let mut options = StoreOptions::new(dir.path());
-        options.segment_bytes = 4096;
-        options.cache_bytes = 4096;
-        options.background_compaction = false;
-        EmbeddedStore::open(options).expect("store opens")
-    };
+    let open_manual = || open_compacting_on_demand(dir.path()).expect("store opens");
     let tenants = ["a", "b", "c"];
     let store = open_manual();
     for tenant in tenants {
@@ -486,12 +489,7 @@ fn compaction_keeps_every_event_and_key_and_survives_crashes_between_its_steps()
 #[test]
 fn a_block_file_that_is_damaged_without_its_segment_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let open_manual = || {
-        let mut options = StoreOptions::new(dir.path());
-        options.segment_bytes = 4096;
-        options.background_compaction = false;
-        EmbeddedStore::open(options)
-    };
+    let open_manual = || open_compacting_on_demand(dir.path());
     let store = open_manual().unwrap();
     store.create_tenant("acme", "Acme").unwrap();
     for round in 0..40 {

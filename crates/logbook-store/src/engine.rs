@@ -1010,7 +1010,10 @@ impl EventStore for EmbeddedStore {
         if let Some(until) = query.until {
             high = high.min(until.saturating_sub(1));
         }
-        let mut matching = RoaringBitmap::new();
+        // Each matching event's bucket, by ordinal (computed once; the groups below look it up), and the
+        // matching set built from it in ordinal order.
+        const NO_BUCKET: u32 = u32::MAX;
+        let mut bucket_of: Vec<u32> = vec![NO_BUCKET; index.len()];
         let mut failure = None;
         index.scan(
             candidates.bitmap.as_ref(),
@@ -1019,32 +1022,34 @@ impl EventStore for EmbeddedStore {
             None,
             Order::Asc,
             |ordinal| {
-                if candidates.exact {
-                    matching.insert(ordinal);
-                    return true;
-                }
-                match self.shared.load(index.entry(ordinal).location) {
-                    Ok(event) => {
-                        if query.filter.matches(&event) {
-                            matching.insert(ordinal);
+                if !candidates.exact {
+                    match self.shared.load(index.entry(ordinal).location) {
+                        Ok(event) if query.filter.matches(&event) => {}
+                        Ok(_) => return true,
+                        Err(error) => {
+                            failure = Some(error);
+                            return false;
                         }
-                        true
-                    }
-                    Err(error) => {
-                        failure = Some(error);
-                        false
                     }
                 }
+                let bucket = (index.entry(ordinal).created_at - first_bucket) / interval;
+                bucket_of[ordinal as usize] = bucket as u32;
+                buckets[bucket as usize].count += 1;
+                true
             },
         );
         if let Some(error) = failure {
             return Err(error);
         }
-        let bucket_of =
-            |ordinal: u32| ((index.entry(ordinal).created_at - first_bucket) / interval) as usize;
-        for ordinal in &matching {
-            buckets[bucket_of(ordinal)].count += 1;
-        }
+        let matching = RoaringBitmap::from_sorted_iter(
+            bucket_of
+                .iter()
+                .enumerate()
+                .filter(|(_, bucket)| **bucket != NO_BUCKET)
+                .map(|(ordinal, _)| ordinal as u32),
+        )
+        .expect("ordinals ascend");
+        let bucket_of = |ordinal: u32| bucket_of[ordinal as usize] as usize;
 
         let Some(field) = &request.group_by else {
             return Ok(Histogram {
@@ -1082,6 +1087,9 @@ impl EventStore for EmbeddedStore {
         for bucket in &mut buckets {
             bucket.groups = vec![0; groups.len()];
         }
+        // Counted in one flat table (bucket-major), then handed to the buckets.
+        let width = groups.len();
+        let mut counts = vec![0u64; buckets.len() * width];
         for (position, ordinals) in named
             .iter()
             .map(|(_, ordinals)| ordinals)
@@ -1089,8 +1097,11 @@ impl EventStore for EmbeddedStore {
             .enumerate()
         {
             for ordinal in ordinals {
-                buckets[bucket_of(ordinal)].groups[position] += 1;
+                counts[bucket_of(ordinal) * width + position] += 1;
             }
+        }
+        for (bucket, row) in buckets.iter_mut().zip(counts.chunks_exact(width)) {
+            bucket.groups.copy_from_slice(row);
         }
         Ok(Histogram { groups, buckets })
     }

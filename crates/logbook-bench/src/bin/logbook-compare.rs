@@ -477,8 +477,14 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(bodies);
-    report["ingest_events_per_second"] = json!(args.events as f64 / seconds);
-    eprintln!("    ingest: {:.0} events/s", args.events as f64 / seconds);
+    record_rate(
+        &mut report,
+        "ingest_events_per_second",
+        "ingest",
+        " events/s",
+        args.events as f64,
+        seconds,
+    );
 
     // One event per request.
     let pool = Arc::new(plan.single_pool.clone());
@@ -507,10 +513,13 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
         worker.await??;
     }
     let single = sent.load(Ordering::Relaxed);
-    report["single_per_second"] = json!(single as f64 / started.elapsed().as_secs_f64());
-    eprintln!(
-        "    one-event writes: {:.0}/s",
-        report["single_per_second"].as_f64().unwrap_or(0.0)
+    record_rate(
+        &mut report,
+        "single_per_second",
+        "one-event writes",
+        "/s",
+        single as f64,
+        started.elapsed().as_secs_f64(),
     );
     let total_events = args.events as u64 + single;
 
@@ -611,10 +620,13 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
         exported == total_events,
         "exported {exported} of {total_events}"
     );
-    report["export_events_per_second"] = json!(exported as f64 / started.elapsed().as_secs_f64());
-    eprintln!(
-        "    export: {:.0} events/s",
-        report["export_events_per_second"].as_f64().unwrap_or(0.0)
+    record_rate(
+        &mut report,
+        "export_events_per_second",
+        "export",
+        " events/s",
+        exported as f64,
+        started.elapsed().as_secs_f64(),
     );
 
     report["peak_rss_bytes"] = json!(status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
@@ -622,6 +634,13 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     report["bytes_per_event"] = json!(directory_bytes(&data_dir) as f64 / total_events as f64);
     report["events"] = json!(total_events);
     Ok(report)
+}
+
+/// Records `count / seconds` in the report under `key` and prints it as `label: N<unit>`.
+fn record_rate(report: &mut Value, key: &str, label: &str, unit: &str, count: f64, seconds: f64) {
+    let rate = count / seconds;
+    report[key] = json!(rate);
+    eprintln!("    {label}: {rate:.0}{unit}");
 }
 
 /// The part of a histogram response the benchmark reads.
@@ -759,8 +778,14 @@ async fn run_postgres(plan: &Plan, work_dir: &Path) -> Result<Value> {
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(batches);
-    report["ingest_events_per_second"] = json!(args.events as f64 / seconds);
-    eprintln!("    ingest: {:.0} events/s", args.events as f64 / seconds);
+    record_rate(
+        &mut report,
+        "ingest_events_per_second",
+        "ingest",
+        " events/s",
+        args.events as f64,
+        seconds,
+    );
 
     // One event per transaction from many connections.
     let insert = "INSERT INTO events (tenant, type, created_at, event) VALUES ($1, $2, to_timestamp($3::float8 / 1000), $4::text::jsonb)";
@@ -796,10 +821,13 @@ async fn run_postgres(plan: &Plan, work_dir: &Path) -> Result<Value> {
         worker.await??;
     }
     let single = sent.load(Ordering::Relaxed);
-    report["single_per_second"] = json!(single as f64 / started.elapsed().as_secs_f64());
-    eprintln!(
-        "    one-event writes: {:.0}/s",
-        report["single_per_second"].as_f64().unwrap_or(0.0)
+    record_rate(
+        &mut report,
+        "single_per_second",
+        "one-event writes",
+        "/s",
+        single as f64,
+        started.elapsed().as_secs_f64(),
     );
     let total_events = args.events as u64 + single;
     // What autovacuum would have done by the time anyone queries.
@@ -867,10 +895,13 @@ async fn run_postgres(plan: &Plan, work_dir: &Path) -> Result<Value> {
         exported == total_events,
         "exported {exported} of {total_events}"
     );
-    report["export_events_per_second"] = json!(exported as f64 / started.elapsed().as_secs_f64());
-    eprintln!(
-        "    export: {:.0} events/s",
-        report["export_events_per_second"].as_f64().unwrap_or(0.0)
+    record_rate(
+        &mut report,
+        "export_events_per_second",
+        "export",
+        " events/s",
+        exported as f64,
+        started.elapsed().as_secs_f64(),
     );
 
     report["peak_rss_bytes"] = json!(memory.stop());
@@ -955,8 +986,14 @@ fn run_sqlite(work_dir: &Path, plan: &Plan) -> Result<Value> {
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(batches);
-    report["ingest_events_per_second"] = json!(args.events as f64 / seconds);
-    eprintln!("    ingest: {:.0} events/s", args.events as f64 / seconds);
+    record_rate(
+        &mut report,
+        "ingest_events_per_second",
+        "ingest",
+        " events/s",
+        args.events as f64,
+        seconds,
+    );
 
     // One event per transaction from many threads, each with its own connection.
     let pool = Arc::new(
@@ -1000,10 +1037,13 @@ fn run_sqlite(work_dir: &Path, plan: &Plan) -> Result<Value> {
             .map_err(|_| anyhow::anyhow!("a writer thread panicked"))??;
     }
     let single = sent.load(Ordering::Relaxed);
-    report["single_per_second"] = json!(single as f64 / started.elapsed().as_secs_f64());
-    eprintln!(
-        "    one-event writes: {:.0}/s",
-        report["single_per_second"].as_f64().unwrap_or(0.0)
+    record_rate(
+        &mut report,
+        "single_per_second",
+        "one-event writes",
+        "/s",
+        single as f64,
+        started.elapsed().as_secs_f64(),
     );
     let total_events = args.events as u64 + single;
     db.execute_batch("ANALYZE")?;
@@ -1074,10 +1114,13 @@ fn run_sqlite(work_dir: &Path, plan: &Plan) -> Result<Value> {
         exported == total_events,
         "exported {exported} of {total_events}"
     );
-    report["export_events_per_second"] = json!(exported as f64 / started.elapsed().as_secs_f64());
-    eprintln!(
-        "    export: {:.0} events/s",
-        report["export_events_per_second"].as_f64().unwrap_or(0.0)
+    record_rate(
+        &mut report,
+        "export_events_per_second",
+        "export",
+        " events/s",
+        exported as f64,
+        started.elapsed().as_secs_f64(),
     );
 
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;

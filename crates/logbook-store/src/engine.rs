@@ -17,7 +17,7 @@
 use crate::catalog::{Catalog, Principal};
 use crate::compact;
 use crate::error::{Result, StoreError};
-use crate::index::{Location, TenantIndex};
+use crate::index::{Location, TenantIndex, HOUR_MS};
 use crate::io::{FileSystem, RealFs, StorageFile};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{
@@ -727,6 +727,60 @@ fn created_at_bounds(filter: &Filter) -> (i64, i64) {
     }
 }
 
+/// Which histogram bucket each matching event falls in.
+enum Membership {
+    /// Per ordinal, the bucket index ([`Membership::NO_BUCKET`] for events that do not match).
+    ByOrdinal(Vec<u32>),
+    /// Per bucket, its matching ordinals.
+    Sets(Vec<RoaringBitmap>),
+}
+
+impl Membership {
+    const NO_BUCKET: u32 = u32::MAX;
+
+    /// Every matching ordinal.
+    fn matching(&self) -> RoaringBitmap {
+        match self {
+            Membership::ByOrdinal(bucket_of) => RoaringBitmap::from_sorted_iter(
+                bucket_of
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, bucket)| **bucket != Self::NO_BUCKET)
+                    .map(|(ordinal, _)| ordinal as u32),
+            )
+            .expect("ordinals ascend"),
+            Membership::Sets(sets) => sets.iter().fold(RoaringBitmap::new(), |all, set| all | set),
+        }
+    }
+
+    /// How many of each set's ordinals fall in each bucket, as one bucket-major table (`buckets` rows of
+    /// `sets.len()` counts).
+    fn count(&self, buckets: usize, sets: &[&RoaringBitmap]) -> Vec<u64> {
+        let width = sets.len();
+        let mut counts = vec![0u64; buckets * width];
+        match self {
+            Membership::ByOrdinal(bucket_of) => {
+                for (position, ordinals) in sets.iter().enumerate() {
+                    for ordinal in ordinals.iter() {
+                        counts[bucket_of[ordinal as usize] as usize * width + position] += 1;
+                    }
+                }
+            }
+            Membership::Sets(bucket_sets) => {
+                for (row, bucket_set) in counts.chunks_exact_mut(width).zip(bucket_sets) {
+                    if bucket_set.is_empty() {
+                        continue;
+                    }
+                    for (count, ordinals) in row.iter_mut().zip(sets) {
+                        *count = bucket_set.intersection_len(ordinals);
+                    }
+                }
+            }
+        }
+        counts
+    }
+}
+
 /// The values of a field of one event, printed as the API prints them (for grouping).
 fn field_values(event: &Event, field: &Field) -> Vec<String> {
     if let Some(text) = logbook_core::filter::eval::text_value(event, field) {
@@ -1010,46 +1064,56 @@ impl EventStore for EmbeddedStore {
         if let Some(until) = query.until {
             high = high.min(until.saturating_sub(1));
         }
-        // Each matching event's bucket, by ordinal (computed once; the groups below look it up), and the
-        // matching set built from it in ordinal order.
-        const NO_BUCKET: u32 = u32::MAX;
-        let mut bucket_of: Vec<u32> = vec![NO_BUCKET; index.len()];
-        let mut failure = None;
-        index.scan(
-            candidates.bitmap.as_ref(),
-            low,
-            high,
-            None,
-            Order::Asc,
-            |ordinal| {
-                if !candidates.exact {
-                    match self.shared.load(index.entry(ordinal).location) {
-                        Ok(event) if query.filter.matches(&event) => {}
-                        Ok(_) => return true,
-                        Err(error) => {
-                            failure = Some(error);
-                            return false;
+        let membership = if request.interval_ms % HOUR_MS == 0 && candidates.exact {
+            // Whole-hour buckets of an exactly indexed filter: each bucket's events are a union of hour sets,
+            // so no event is visited one by one (except in a partly covered first or last hour).
+            let sets: Vec<RoaringBitmap> = buckets
+                .iter_mut()
+                .map(|bucket| {
+                    let mut set = index.created_between(
+                        bucket.start.max(low),
+                        (bucket.start + (interval - 1)).min(high),
+                    );
+                    if let Some(bitmap) = &candidates.bitmap {
+                        set &= bitmap;
+                    }
+                    bucket.count = set.len();
+                    set
+                })
+                .collect();
+            Membership::Sets(sets)
+        } else {
+            // Each matching event's bucket, by ordinal (computed once; the groups below look it up).
+            let mut bucket_of: Vec<u32> = vec![Membership::NO_BUCKET; index.len()];
+            let mut failure = None;
+            index.scan(
+                candidates.bitmap.as_ref(),
+                low,
+                high,
+                None,
+                Order::Asc,
+                |ordinal| {
+                    if !candidates.exact {
+                        match self.shared.load(index.entry(ordinal).location) {
+                            Ok(event) if query.filter.matches(&event) => {}
+                            Ok(_) => return true,
+                            Err(error) => {
+                                failure = Some(error);
+                                return false;
+                            }
                         }
                     }
-                }
-                let bucket = (index.entry(ordinal).created_at - first_bucket) / interval;
-                bucket_of[ordinal as usize] = bucket as u32;
-                buckets[bucket as usize].count += 1;
-                true
-            },
-        );
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        let matching = RoaringBitmap::from_sorted_iter(
-            bucket_of
-                .iter()
-                .enumerate()
-                .filter(|(_, bucket)| **bucket != NO_BUCKET)
-                .map(|(ordinal, _)| ordinal as u32),
-        )
-        .expect("ordinals ascend");
-        let bucket_of = |ordinal: u32| bucket_of[ordinal as usize] as usize;
+                    let bucket = (index.entry(ordinal).created_at - first_bucket) / interval;
+                    bucket_of[ordinal as usize] = bucket as u32;
+                    buckets[bucket as usize].count += 1;
+                    true
+                },
+            );
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            Membership::ByOrdinal(bucket_of)
+        };
 
         let Some(field) = &request.group_by else {
             return Ok(Histogram {
@@ -1057,6 +1121,7 @@ impl EventStore for EmbeddedStore {
                 buckets,
             });
         };
+        let matching = membership.matching();
         let values: Vec<(String, RoaringBitmap)> = match index.value_postings(field) {
             Some(postings) => postings
                 .into_iter()
@@ -1078,30 +1143,20 @@ impl EventStore for EmbeddedStore {
         let mut values = values;
         values.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
         let named: Vec<(String, RoaringBitmap)> = values.into_iter().take(request.top).collect();
-        let mut other = matching.clone();
+        let mut other = matching;
         for (_, ordinals) in &named {
             other -= ordinals;
         }
         let mut groups: Vec<String> = named.iter().map(|(name, _)| name.clone()).collect();
         groups.push("other".into());
-        for bucket in &mut buckets {
-            bucket.groups = vec![0; groups.len()];
-        }
-        // Counted in one flat table (bucket-major), then handed to the buckets.
-        let width = groups.len();
-        let mut counts = vec![0u64; buckets.len() * width];
-        for (position, ordinals) in named
+        let sets: Vec<&RoaringBitmap> = named
             .iter()
             .map(|(_, ordinals)| ordinals)
             .chain(std::iter::once(&other))
-            .enumerate()
-        {
-            for ordinal in ordinals {
-                counts[bucket_of(ordinal) * width + position] += 1;
-            }
-        }
-        for (bucket, row) in buckets.iter_mut().zip(counts.chunks_exact(width)) {
-            bucket.groups.copy_from_slice(row);
+            .collect();
+        let counts = membership.count(buckets.len(), &sets);
+        for (bucket, row) in buckets.iter_mut().zip(counts.chunks_exact(sets.len())) {
+            bucket.groups = row.to_vec();
         }
         Ok(Histogram { groups, buckets })
     }

@@ -4,9 +4,11 @@
 
 use logbook_core::event::{Event, Limits, NewEvent};
 use logbook_core::filter::query_string::{Order, RawQuery};
+use logbook_core::filter::Field;
 use logbook_core::time::now_millis;
 use logbook_store::{
-    AppendRequest, EmbeddedStore, EventStore, IdempotencyKey, Position, StoreError, StoreOptions,
+    AppendRequest, EmbeddedStore, EventStore, HistogramRequest, IdempotencyKey, Position,
+    StoreError, StoreOptions,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -323,6 +325,124 @@ proptest! {
             let expected_seqs: Vec<u64> = expected.iter().map(|e| e.seq).collect();
             prop_assert_eq!(got_seqs, expected_seqs, "query {}", q);
         }
+    }
+}
+
+/// The values an event is grouped under by `group_by` (the fields the histogram test groups by).
+fn group_values(event: &Event, field: &str) -> Vec<String> {
+    match field {
+        "type" => vec![event.event_type.clone()],
+        "actor.id" => event.actor.iter().map(|actor| actor.id.clone()).collect(),
+        "metadata.tags" => event
+            .metadata
+            .as_ref()
+            .and_then(|metadata| metadata["tags"].as_array())
+            .map(|tags| {
+                let mut tags: Vec<String> = tags
+                    .iter()
+                    .map(|tag| tag.as_str().unwrap().to_string())
+                    .collect();
+                tags.sort();
+                tags.dedup();
+                tags
+            })
+            .unwrap_or_default(),
+        other => panic!("no reference for {other}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Histograms (whole-hour buckets, counted from hour sets, and sub-hour buckets, counted event by event)
+    /// agree with counting the reference evaluator's matches, for windows that start and end inside hours.
+    #[test]
+    fn histograms_match_the_reference_count(
+        events in prop::collection::vec((arbitrary_event(), 1i64..120, -1i64..=1), 1..60),
+        terms in prop::collection::vec(arbitrary_term(), 0..2),
+        interval_minutes in prop::sample::select(vec![30i64, 60, 180, 1440]),
+        window in (0i64..100, 1i64..160),
+        group_by in prop::sample::select(vec!["", "type", "actor.id", "metadata.tags"]),
+        top in 1usize..4,
+    ) {
+        const BASE: i64 = 1_795_341_600_000;
+        const QUARTER: i64 = 15 * 60_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.create_tenant("acme", "Acme").unwrap();
+        let events: Vec<Value> = events
+            .into_iter()
+            .map(|(mut event, quarter, nudge)| {
+                // On quarter hours or a millisecond either side, so that events sit on the window's edges.
+                event["created_at"] = json!(BASE + quarter * QUARTER + nudge);
+                event
+            })
+            .collect();
+        let mut model: Vec<Event> = Vec::new();
+        for chunk in events.chunks(7) {
+            for receipt in append(&store, "acme", chunk.to_vec()) {
+                model.push(store.get("acme", &receipt.id).unwrap().expect("read your writes"));
+            }
+        }
+        let q = terms.join(" ");
+        let query_string = format!("q={}", q.replace(' ', "+").replace('"', "%22").replace(':', "%3A").replace('>', "%3E").replace('<', "%3C").replace('=', "%3D").replace(',', "%2C"));
+        let query = RawQuery::parse(&query_string).to_list_query(now_millis()).unwrap();
+        let interval = interval_minutes * 60_000;
+        let start = BASE + window.0 * QUARTER;
+        let end = start + window.1 * QUARTER;
+        let request = HistogramRequest {
+            interval_ms: interval,
+            start,
+            end,
+            group_by: (!group_by.is_empty()).then(|| Field::parse(group_by).unwrap()),
+            top,
+        };
+        let got = store.histogram("acme", &query, &request).unwrap();
+
+        let first = start.div_euclid(interval) * interval;
+        let matching: Vec<&Event> = model
+            .iter()
+            .filter(|event| (start..end).contains(&event.created_at) && query.filter.matches(event))
+            .collect();
+        let bucket_of = |event: &Event| ((event.created_at - first) / interval) as usize;
+        let bucket_count = ((end - first) + interval - 1) / interval;
+        let mut counts = vec![0u64; bucket_count as usize];
+        for event in &matching {
+            counts[bucket_of(event)] += 1;
+        }
+        prop_assert_eq!(got.buckets.iter().map(|b| b.start).collect::<Vec<_>>(), (0..bucket_count).map(|i| first + i * interval).collect::<Vec<_>>());
+        prop_assert_eq!(got.buckets.iter().map(|b| b.count).collect::<Vec<_>>(), counts, "query {}", q);
+        if group_by.is_empty() {
+            prop_assert!(got.groups.is_empty());
+            return Ok(());
+        }
+        let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+        for event in &matching {
+            for value in group_values(event, group_by) {
+                *totals.entry(value).or_default() += 1;
+            }
+        }
+        let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(top);
+        let mut groups: Vec<String> = ranked.into_iter().map(|(name, _)| name).collect();
+        groups.push("other".into());
+        prop_assert_eq!(&got.groups, &groups, "query {}", q);
+        let mut table = vec![vec![0u64; groups.len()]; bucket_count as usize];
+        for event in &matching {
+            let values = group_values(event, group_by);
+            let mut named = false;
+            for (position, group) in groups[..groups.len() - 1].iter().enumerate() {
+                if values.contains(group) {
+                    table[bucket_of(event)][position] += 1;
+                    named = true;
+                }
+            }
+            if !named {
+                table[bucket_of(event)][groups.len() - 1] += 1;
+            }
+        }
+        prop_assert_eq!(got.buckets.iter().map(|b| b.groups.clone()).collect::<Vec<_>>(), table, "query {}", q);
     }
 }
 

@@ -595,11 +595,17 @@ pub async fn histogram(
         body.push_str("\",\"count\":");
         body.push_str(number.format(bucket.count));
         if !names.is_empty() {
+            // Groups without events in the bucket are left out: with hundreds of groups most cells are zero.
             body.push_str(",\"groups\":{");
-            for (index, (name, count)) in names.iter().zip(&bucket.groups).enumerate() {
-                if index > 0 {
+            let mut listed = false;
+            for (name, count) in names.iter().zip(&bucket.groups) {
+                if *count == 0 {
+                    continue;
+                }
+                if listed {
                     body.push(',');
                 }
+                listed = true;
                 body.push_str(name);
                 body.push(':');
                 body.push_str(number.format(*count));

@@ -92,7 +92,8 @@ pub struct HistogramBody {
 pub struct HistogramBucket {
     pub start: String,
     pub count: u64,
-    /// Count per group name (with `group_by`).
+    /// Count per group name (with `group_by`), for the groups with events in this bucket: a group of `groups`
+    /// that is not listed counted zero.
     #[schema(value_type = Option<Object>)]
     pub groups: Option<serde_json::Value>,
 }

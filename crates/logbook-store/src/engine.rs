@@ -727,60 +727,6 @@ fn created_at_bounds(filter: &Filter) -> (i64, i64) {
     }
 }
 
-/// Which histogram bucket each matching event falls in.
-enum Membership {
-    /// Per ordinal, the bucket index ([`Membership::NO_BUCKET`] for events that do not match).
-    ByOrdinal(Vec<u32>),
-    /// Per bucket, its matching ordinals.
-    Sets(Vec<RoaringBitmap>),
-}
-
-impl Membership {
-    const NO_BUCKET: u32 = u32::MAX;
-
-    /// Every matching ordinal.
-    fn matching(&self) -> RoaringBitmap {
-        match self {
-            Membership::ByOrdinal(bucket_of) => RoaringBitmap::from_sorted_iter(
-                bucket_of
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, bucket)| **bucket != Self::NO_BUCKET)
-                    .map(|(ordinal, _)| ordinal as u32),
-            )
-            .expect("ordinals ascend"),
-            Membership::Sets(sets) => sets.iter().fold(RoaringBitmap::new(), |all, set| all | set),
-        }
-    }
-
-    /// How many of each set's ordinals fall in each bucket, as one bucket-major table (`buckets` rows of
-    /// `sets.len()` counts).
-    fn count(&self, buckets: usize, sets: &[&RoaringBitmap]) -> Vec<u64> {
-        let width = sets.len();
-        let mut counts = vec![0u64; buckets * width];
-        match self {
-            Membership::ByOrdinal(bucket_of) => {
-                for (position, ordinals) in sets.iter().enumerate() {
-                    for ordinal in ordinals.iter() {
-                        counts[bucket_of[ordinal as usize] as usize * width + position] += 1;
-                    }
-                }
-            }
-            Membership::Sets(bucket_sets) => {
-                for (row, bucket_set) in counts.chunks_exact_mut(width).zip(bucket_sets) {
-                    if bucket_set.is_empty() {
-                        continue;
-                    }
-                    for (count, ordinals) in row.iter_mut().zip(sets) {
-                        *count = bucket_set.intersection_len(ordinals);
-                    }
-                }
-            }
-        }
-        counts
-    }
-}
-
 /// The values of a field of one event, printed as the API prints them (for grouping).
 fn field_values(event: &Event, field: &Field) -> Vec<String> {
     if let Some(text) = logbook_core::filter::eval::text_value(event, field) {
@@ -1064,27 +1010,42 @@ impl EventStore for EmbeddedStore {
         if let Some(until) = query.until {
             high = high.min(until.saturating_sub(1));
         }
-        let membership = if request.interval_ms % HOUR_MS == 0 && candidates.exact {
+        let grouping = request.group_by.is_some();
+        // With `group_by`: each matching event's bucket, by ordinal counted from `first` (a table small enough
+        // to stay in cache, which the group counts below look up).
+        let mut first = 0u32;
+        let mut bucket_of: Vec<u32> = Vec::new();
+        let matching = if request.interval_ms % HOUR_MS == 0 && candidates.exact {
             // Whole-hour buckets of an exactly indexed filter: each bucket's events are a union of hour sets,
             // so no event is visited one by one (except in a partly covered first or last hour).
-            let sets: Vec<RoaringBitmap> = buckets
-                .iter_mut()
-                .map(|bucket| {
-                    let mut set = index.created_between(
-                        bucket.start.max(low),
-                        (bucket.start + (interval - 1)).min(high),
-                    );
-                    if let Some(bitmap) = &candidates.bitmap {
-                        set &= bitmap;
+            let mut matching = RoaringBitmap::new();
+            let mut sets = Vec::new();
+            for bucket in &mut buckets {
+                let mut set = index.created_between(
+                    bucket.start.max(low),
+                    (bucket.start + (interval - 1)).min(high),
+                );
+                if let Some(bitmap) = &candidates.bitmap {
+                    set &= bitmap;
+                }
+                bucket.count = set.len();
+                matching |= &set;
+                if grouping {
+                    sets.push(set);
+                }
+            }
+            if let (Some(min), Some(max)) = (matching.min(), matching.max()) {
+                first = min;
+                bucket_of = vec![0; (max - min) as usize + 1];
+                for (number, set) in sets.iter().enumerate() {
+                    for ordinal in set {
+                        bucket_of[(ordinal - first) as usize] = number as u32;
                     }
-                    bucket.count = set.len();
-                    set
-                })
-                .collect();
-            Membership::Sets(sets)
+                }
+            }
+            matching
         } else {
-            // Each matching event's bucket, by ordinal (computed once; the groups below look it up).
-            let mut bucket_of: Vec<u32> = vec![Membership::NO_BUCKET; index.len()];
+            let mut placed: Vec<(u32, u32)> = Vec::new();
             let mut failure = None;
             index.scan(
                 candidates.bitmap.as_ref(),
@@ -1104,15 +1065,26 @@ impl EventStore for EmbeddedStore {
                         }
                     }
                     let bucket = (index.entry(ordinal).created_at - first_bucket) / interval;
-                    bucket_of[ordinal as usize] = bucket as u32;
                     buckets[bucket as usize].count += 1;
+                    placed.push((ordinal, bucket as u32));
                     true
                 },
             );
             if let Some(error) = failure {
                 return Err(error);
             }
-            Membership::ByOrdinal(bucket_of)
+            placed.sort_unstable();
+            if let (true, Some(&(min, _)), Some(&(max, _))) =
+                (grouping, placed.first(), placed.last())
+            {
+                first = min;
+                bucket_of = vec![0; (max - min) as usize + 1];
+                for &(ordinal, bucket) in &placed {
+                    bucket_of[(ordinal - first) as usize] = bucket;
+                }
+            }
+            RoaringBitmap::from_sorted_iter(placed.into_iter().map(|(ordinal, _)| ordinal))
+                .expect("ordinals ascend")
         };
 
         let Some(field) = &request.group_by else {
@@ -1121,7 +1093,6 @@ impl EventStore for EmbeddedStore {
                 buckets,
             });
         };
-        let matching = membership.matching();
         let values: Vec<(String, RoaringBitmap)> = match index.value_postings(field) {
             Some(postings) => postings
                 .into_iter()
@@ -1149,13 +1120,20 @@ impl EventStore for EmbeddedStore {
         }
         let mut groups: Vec<String> = named.iter().map(|(name, _)| name.clone()).collect();
         groups.push("other".into());
-        let sets: Vec<&RoaringBitmap> = named
+        // Counted in one flat table (bucket-major), then handed to the buckets.
+        let width = groups.len();
+        let mut counts = vec![0u64; buckets.len() * width];
+        for (position, ordinals) in named
             .iter()
             .map(|(_, ordinals)| ordinals)
             .chain(std::iter::once(&other))
-            .collect();
-        let counts = membership.count(buckets.len(), &sets);
-        for (bucket, row) in buckets.iter_mut().zip(counts.chunks_exact(sets.len())) {
+            .enumerate()
+        {
+            for ordinal in ordinals {
+                counts[bucket_of[(ordinal - first) as usize] as usize * width + position] += 1;
+            }
+        }
+        for (bucket, row) in buckets.iter_mut().zip(counts.chunks_exact(width)) {
             bucket.groups = row.to_vec();
         }
         Ok(Histogram { groups, buckets })

@@ -17,7 +17,7 @@
 use crate::catalog::{Catalog, Principal};
 use crate::compact;
 use crate::error::{Result, StoreError};
-use crate::index::{Location, TenantIndex, HOUR_MS};
+use crate::index::{Location, TenantIndex, ValueCounts, HOUR_MS};
 use crate::io::{FileSystem, RealFs, StorageFile};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{
@@ -727,6 +727,32 @@ fn created_at_bounds(filter: &Filter) -> (i64, i64) {
     }
 }
 
+/// Hands a rolled-up field's counts to the buckets: the `top` values with most events (ties by name), then
+/// "other" (the bucket's events without one of them: each event has at most one value of a rolled-up field).
+fn name_top_groups(rolled_up: ValueCounts, top: usize, buckets: &mut [Bucket]) -> Vec<String> {
+    let ValueCounts { names, counts } = rolled_up;
+    let width = names.len();
+    let totals: Vec<u64> = (0..width)
+        .map(|number| counts[number..].iter().step_by(width).sum())
+        .collect();
+    let mut ranked: Vec<usize> = (0..width).collect();
+    ranked.sort_by(|&a, &b| {
+        totals[b]
+            .cmp(&totals[a])
+            .then_with(|| names[a].cmp(&names[b]))
+    });
+    ranked.truncate(top);
+    for (number, bucket) in buckets.iter_mut().enumerate() {
+        let row = &counts[number * width..(number + 1) * width];
+        bucket.groups = ranked.iter().map(|&value| row[value]).collect();
+        let named: u64 = bucket.groups.iter().sum();
+        bucket.groups.push(bucket.count - named);
+    }
+    let mut groups: Vec<String> = ranked.iter().map(|&value| names[value].clone()).collect();
+    groups.push("other".into());
+    groups
+}
+
 /// The values of a field of one event, printed as the API prints them (for grouping).
 fn field_values(event: &Event, field: &Field) -> Vec<String> {
     if let Some(text) = logbook_core::filter::eval::text_value(event, field) {
@@ -1010,12 +1036,35 @@ impl EventStore for EmbeddedStore {
         if let Some(until) = query.until {
             high = high.min(until.saturating_sub(1));
         }
+        let whole_hours = request.interval_ms % HOUR_MS == 0;
+        if whole_hours && query.filter == Filter::All {
+            // Every event of the tenant in the window: whole hours are added up from the hourly counts.
+            let rolled_up = match &request.group_by {
+                None => Some(None),
+                Some(field) => index
+                    .rolled_up_counts(field, first_bucket, interval, buckets.len(), low, high)
+                    .map(Some),
+            };
+            if let Some(rolled_up) = rolled_up {
+                for bucket in &mut buckets {
+                    bucket.count = index.count_between(
+                        bucket.start.max(low),
+                        (bucket.start + (interval - 1)).min(high),
+                    );
+                }
+                let groups = match rolled_up {
+                    None => Vec::new(),
+                    Some(rolled_up) => name_top_groups(rolled_up, request.top, &mut buckets),
+                };
+                return Ok(Histogram { groups, buckets });
+            }
+        }
         let grouping = request.group_by.is_some();
         // With `group_by`: each matching event's bucket, by ordinal counted from `first` (a table small enough
         // to stay in cache, which the group counts below look up).
         let mut first = 0u32;
         let mut bucket_of: Vec<u32> = Vec::new();
-        let matching = if request.interval_ms % HOUR_MS == 0 && candidates.exact {
+        let matching = if whole_hours && candidates.exact {
             // Whole-hour buckets of an exactly indexed filter: each bucket's events are a union of hour sets,
             // so no event is visited one by one (except in a partly covered first or last hour).
             let mut matching = RoaringBitmap::new();

@@ -8,8 +8,9 @@
 //!   booleans and null apart) mapping each value to its ordinals, so that eq, in, ranges, prefix, contains
 //!   and exists become set operations over postings;
 //! - `words`: description words, narrowing full-text phrases;
-//! - `hours[hour]`: the ordinals created in each hour since the epoch, so that histograms with whole-hour
-//!   buckets count set intersections instead of visiting every event.
+//! - `hours[hour]`: the ordinals created in each hour since the epoch, and how many events of the hour have
+//!   each value of the [`ROLLED_UP`] fields (type, action, outcome, actor and entity type), so that histograms
+//!   with whole-hour buckets add up hours instead of visiting every event.
 //!
 //! Ordinals of a tenant only grow, so every posting update is an append at the end.
 //!
@@ -40,6 +41,54 @@ const MAX_JSON_FIELDS: usize = 4096;
 const MATERIALIZE_LIMIT: u64 = 16_384;
 /// The width of the `hours` slices, in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
+/// The fields counted per hour and value. Each has one value per event, so a bucket's events without one of
+/// the named values are its count minus theirs.
+pub const ROLLED_UP: [Field; 5] = [
+    Field::Type,
+    Field::Action,
+    Field::Outcome,
+    Field::ActorType,
+    Field::EntityType,
+];
+/// A tenant's rolled-up field with more distinct values than this is no longer counted per hour (its
+/// histograms count events instead); this bounds the rollups' memory for fields used like identifiers.
+const MAX_ROLLED_UP_VALUES: usize = 4096;
+/// Rolled-up counts are keyed by field (the top bits) and value number.
+const ROLLUP_VALUE_BITS: u32 = 28;
+
+/// One hour of a tenant.
+#[derive(Default)]
+struct Hour {
+    ordinals: RoaringBitmap,
+    /// (rollup key, events), sorted by key.
+    counts: Vec<(u32, u32)>,
+}
+
+impl Hour {
+    fn count(&mut self, key: u32) {
+        match self.counts.binary_search_by_key(&key, |&(k, _)| k) {
+            Ok(position) => self.counts[position].1 += 1,
+            Err(position) => self.counts.insert(position, (key, 1)),
+        }
+    }
+}
+
+/// The values of one rolled-up field, numbered in order of first appearance.
+#[derive(Default)]
+struct RolledUpValues {
+    numbers: FxHashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+    /// Too many distinct values: no longer counted.
+    abandoned: bool,
+}
+
+/// Event counts per bucket and value of a rolled-up field, from [`TenantIndex::rolled_up_counts`].
+pub struct ValueCounts {
+    /// The field's values that have events in the window.
+    pub names: Vec<String>,
+    /// Bucket-major: `buckets` rows of `names.len()` counts.
+    pub counts: Vec<u64>,
+}
 
 /// Where an event's JSON is: the record and the event's index within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,8 +336,10 @@ pub struct TenantIndex {
     unindexed: HashSet<Field>,
     words: FxHashMap<Box<str>, Posting>,
     json_fields: usize,
-    /// The ordinals created in each hour (`created_at` divided by [`HOUR_MS`], rounded down).
-    hours: BTreeMap<i64, RoaringBitmap>,
+    /// Per hour (`created_at` divided by [`HOUR_MS`], rounded down): its ordinals and rolled-up counts.
+    hours: BTreeMap<i64, Hour>,
+    /// Per field of [`ROLLED_UP`], its values.
+    rolled_up: [RolledUpValues; ROLLED_UP.len()],
 }
 
 fn words_of(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -351,10 +402,52 @@ impl TenantIndex {
         });
         self.by_time.insert((event.created_at, ordinal));
         self.ids.insert(id, ordinal);
-        let hour = event.created_at.div_euclid(HOUR_MS);
-        match self.hours.last_entry() {
-            Some(mut last) if *last.key() == hour => append(last.get_mut(), ordinal),
-            _ => append(self.hours.entry(hour).or_default(), ordinal),
+        let hour_number = event.created_at.div_euclid(HOUR_MS);
+        let hour = match self.hours.last_entry() {
+            Some(last) if *last.key() == hour_number => last.into_mut(),
+            _ => self.hours.entry(hour_number).or_default(),
+        };
+        append(&mut hour.ordinals, ordinal);
+        let rolled_up_values = [
+            Some(event.event_type.as_str()),
+            event.action.as_deref(),
+            Some(event.outcome.as_str()),
+            event.actor.as_ref().and_then(|a| a.actor_type.as_deref()),
+            event.entity.as_ref().map(|e| e.entity_type.as_str()),
+        ];
+        let mut abandoned = None;
+        for (slot, value) in rolled_up_values.into_iter().enumerate() {
+            let (Some(value), values) = (value, &mut self.rolled_up[slot]) else {
+                continue;
+            };
+            if values.abandoned {
+                continue;
+            }
+            let number = match values.numbers.get(value) {
+                Some(&number) => number,
+                None if values.names.len() >= MAX_ROLLED_UP_VALUES => {
+                    values.abandoned = true;
+                    abandoned = Some(slot as u32);
+                    continue;
+                }
+                None => {
+                    let number = values.names.len() as u32;
+                    values.numbers.insert(value.into(), number);
+                    values.names.push(value.into());
+                    number
+                }
+            };
+            hour.count(((slot as u32) << ROLLUP_VALUE_BITS) | number);
+        }
+        if let Some(slot) = abandoned {
+            for hour in self.hours.values_mut() {
+                hour.counts
+                    .retain(|&(key, _)| key >> ROLLUP_VALUE_BITS != slot);
+            }
+            self.rolled_up[slot as usize] = RolledUpValues {
+                abandoned: true,
+                ..RolledUpValues::default()
+            };
         }
 
         let text_fields: [(Field, Option<&str>); 9] = [
@@ -803,21 +896,133 @@ impl TenantIndex {
         if low > high {
             return out;
         }
-        for (&hour, ordinals) in self
+        for (&hour, Hour { ordinals, .. }) in self
             .hours
             .range(low.div_euclid(HOUR_MS)..=high.div_euclid(HOUR_MS))
         {
-            let hour_start = hour * HOUR_MS;
-            if low <= hour_start && hour_start + (HOUR_MS - 1) <= high {
+            if covers(low, high, hour) {
                 out |= ordinals;
             } else {
-                out |= RoaringBitmap::from_sorted_iter(ordinals.iter().filter(|&ordinal| {
-                    (low..=high).contains(&self.entries[ordinal as usize].created_at)
-                }))
-                .expect("ordinals ascend");
+                out |= self.partly(ordinals, low, high);
             }
         }
         out
+    }
+
+    /// How many events were created in `[low, high]` (inclusive).
+    pub fn count_between(&self, low: i64, high: i64) -> u64 {
+        if low > high {
+            return 0;
+        }
+        self.hours
+            .range(low.div_euclid(HOUR_MS)..=high.div_euclid(HOUR_MS))
+            .map(|(&hour, Hour { ordinals, .. })| {
+                if covers(low, high, hour) {
+                    ordinals.len()
+                } else {
+                    ordinals
+                        .iter()
+                        .filter(|&ordinal| {
+                            (low..=high).contains(&self.entries[ordinal as usize].created_at)
+                        })
+                        .count() as u64
+                }
+            })
+            .sum()
+    }
+
+    /// The ordinals of a partly covered hour that were created in `[low, high]`.
+    fn partly(&self, ordinals: &RoaringBitmap, low: i64, high: i64) -> RoaringBitmap {
+        RoaringBitmap::from_sorted_iter(
+            ordinals.iter().filter(|&ordinal| {
+                (low..=high).contains(&self.entries[ordinal as usize].created_at)
+            }),
+        )
+        .expect("ordinals ascend")
+    }
+
+    /// Every event of the tenant created in `[low, high]`, counted per bucket (`interval` a whole number of
+    /// hours, buckets starting at `first_bucket`, an hour boundary) and per value of `field`, from the hourly
+    /// rollups: the work is proportional to the hours and values, not to the events. `None` when `field` is
+    /// not rolled up for this tenant.
+    pub fn rolled_up_counts(
+        &self,
+        field: &Field,
+        first_bucket: i64,
+        interval: i64,
+        buckets: usize,
+        low: i64,
+        high: i64,
+    ) -> Option<ValueCounts> {
+        let slot = ROLLED_UP.iter().position(|rolled| rolled == field)?;
+        let values = &self.rolled_up[slot];
+        if values.abandoned || self.unindexed.contains(field) {
+            return None;
+        }
+        let width = values.names.len();
+        let mut counts = vec![0u64; buckets * width];
+        let keys = (slot as u32) << ROLLUP_VALUE_BITS..((slot as u32 + 1) << ROLLUP_VALUE_BITS);
+        if low <= high {
+            for (
+                &hour,
+                Hour {
+                    ordinals,
+                    counts: hour_counts,
+                },
+            ) in self
+                .hours
+                .range(low.div_euclid(HOUR_MS)..=high.div_euclid(HOUR_MS))
+            {
+                let row = ((hour * HOUR_MS - first_bucket) / interval) as usize * width;
+                if covers(low, high, hour) {
+                    let start = hour_counts.partition_point(|&(key, _)| key < keys.start);
+                    for &(key, count) in hour_counts[start..]
+                        .iter()
+                        .take_while(|(key, _)| keys.contains(key))
+                    {
+                        counts[row + (key - keys.start) as usize] += u64::from(count);
+                    }
+                } else {
+                    // The events of a partly covered hour are counted with each value's posting.
+                    let part = self.partly(ordinals, low, high);
+                    if part.is_empty() {
+                        continue;
+                    }
+                    let terms = &self.fields.get(field)?.terms.text;
+                    for (number, name) in values.names.iter().enumerate() {
+                        counts[row + number] += match terms.get(name) {
+                            Some(Posting::One(ordinal)) => u64::from(part.contains(*ordinal)),
+                            Some(Posting::Many(bitmap)) => part.intersection_len(bitmap),
+                            None => 0,
+                        };
+                    }
+                }
+            }
+        }
+        // Only the values with events in the window are named.
+        let present: Vec<usize> = (0..width)
+            .filter(|&number| {
+                counts[number..]
+                    .iter()
+                    .step_by(width)
+                    .any(|&count| count > 0)
+            })
+            .collect();
+        let counts = if present.len() == width {
+            counts
+        } else {
+            counts
+                .chunks_exact(width.max(1))
+                .flat_map(|row| present.iter().map(|&number| row[number]))
+                .collect()
+        };
+        Some(ValueCounts {
+            names: present
+                .iter()
+                .map(|&number| values.names[number].to_string())
+                .collect(),
+            counts,
+        })
     }
 
     /// Visits candidate ordinals in listing order within `created_at` bounds `[low, high]` (inclusive), strictly
@@ -941,6 +1146,12 @@ impl TenantIndex {
             }
         }
     }
+}
+
+/// Whether `[low, high]` covers the whole of hour number `hour`.
+fn covers(low: i64, high: i64, hour: i64) -> bool {
+    let start = hour * HOUR_MS;
+    low <= start && start + (HOUR_MS - 1) <= high
 }
 
 fn bound_value<T: Copy>(bound: &Bound<T>) -> T {

@@ -655,32 +655,36 @@ impl Recovery {
                 .flat_map(|worker| worker.join().expect("a decoding thread panicked"))
                 .collect()
         });
-        for record in decoded {
-            let (position, header, events) = record?;
-            for stored in header.idempotency.into_iter().chain(header.requests) {
+        let decoded: Vec<DecodedRecord> = decoded.into_iter().collect::<Result<_>>()?;
+        // In log order: seq checks, idempotency keys, and each tenant's share of the batch.
+        let mut per_tenant: HashMap<&str, Vec<(&Event, Location)>> = HashMap::new();
+        for (position, header, events) in &decoded {
+            for stored in header.idempotency.iter().chain(&header.requests) {
                 if self.now - stored.at < IDEMPOTENCY_WINDOW_MILLIS {
-                    self.request_keys
-                        .insert((stored.key.scope.clone(), stored.key.key.clone()), stored);
+                    self.request_keys.insert(
+                        (stored.key.scope.clone(), stored.key.key.clone()),
+                        stored.clone(),
+                    );
                 }
             }
             for (line, event) in events.iter().enumerate() {
-                let index = self.tenants.entry(event.tenant.clone()).or_default();
-                if event.seq != index.len() as u64 + 1 {
+                let queued = per_tenant.entry(event.tenant.as_str()).or_default();
+                let indexed = self.tenants.get(&event.tenant).map_or(0, TenantIndex::len);
+                let previous = (indexed + queued.len()) as u64;
+                if event.seq != previous + 1 {
                     let reason = format!(
-                        "tenant {} seq {} follows seq {}",
-                        event.tenant,
-                        event.seq,
-                        index.len()
+                        "tenant {} seq {} follows seq {previous}",
+                        event.tenant, event.seq
                     );
-                    return Err(self.corrupt(position, reason));
+                    return Err(self.corrupt(*position, reason));
                 }
-                index.insert(
+                queued.push((
                     event,
                     Location {
-                        record: position,
+                        record: *position,
                         line: line as u32,
                     },
-                );
+                ));
                 if let Some(key) = &event.idempotency_key {
                     if self.now - event.received_at < IDEMPOTENCY_WINDOW_MILLIS {
                         self.event_keys.insert(
@@ -692,6 +696,33 @@ impl Recovery {
                 self.events += 1;
             }
         }
+        // Then the tenants' indexes, which are independent, on every core.
+        for tenant in per_tenant.keys() {
+            if !self.tenants.contains_key(*tenant) {
+                self.tenants
+                    .insert(tenant.to_string(), TenantIndex::default());
+            }
+        }
+        let work: Vec<(&mut TenantIndex, Vec<(&Event, Location)>)> = self
+            .tenants
+            .iter_mut()
+            .filter_map(|(tenant, index)| Some((index, per_tenant.remove(tenant.as_str())?)))
+            .collect();
+        let index_all = |work: Vec<(&mut TenantIndex, Vec<(&Event, Location)>)>| {
+            for (index, events) in work {
+                for (event, location) in events {
+                    index.insert(event, location);
+                }
+            }
+        };
+        let mut parts = balance(work, threads, |(_, events)| events.len());
+        let own = parts.pop().unwrap_or_default();
+        std::thread::scope(|scope| {
+            for part in parts {
+                scope.spawn(move || index_all(part));
+            }
+            index_all(own);
+        });
         Ok(())
     }
 }
@@ -1706,7 +1737,7 @@ type TenantWork<'a> = (Arc<RwLock<TenantIndex>>, Vec<(&'a Event, Location)>);
 /// Adds each tenant's events to its index. Tenants are independent, so a large group with several tenants
 /// is split over the machine's cores (the indexer is otherwise the slowest stage of ingest).
 fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Location)>>) {
-    let mut work: Vec<TenantWork> = per_tenant
+    let work: Vec<TenantWork> = per_tenant
         .into_iter()
         .map(|(tenant, events)| {
             let index = match shared.tenant(tenant) {
@@ -1742,25 +1773,34 @@ fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Loc
         index_all(&work);
         return;
     }
-    // Largest tenants first, each to the least loaded part.
-    work.sort_by_key(|(_, events)| std::cmp::Reverse(events.len()));
-    let mut parts: Vec<(usize, Vec<TenantWork>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    let mut parts = balance(work, threads, |(_, events)| events.len());
+    let own = parts.pop().unwrap_or_default();
+    std::thread::scope(|scope| {
+        for part in &parts {
+            scope.spawn(move || index_all(part));
+        }
+        index_all(&own);
+    });
+}
+
+/// Splits `work` into up to `parts` lists of about equal `size`: largest items first, each to the least loaded
+/// list. Empty lists are left out.
+fn balance<T>(mut work: Vec<T>, parts: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    work.sort_by_key(|item| std::cmp::Reverse(size(item)));
+    let mut lists: Vec<(usize, Vec<T>)> = (0..parts.max(1)).map(|_| (0, Vec::new())).collect();
     for item in work {
-        let part = parts
+        let list = lists
             .iter_mut()
             .min_by_key(|(load, _)| *load)
-            .expect("at least one part");
-        part.0 += item.1.len();
-        part.1.push(item);
+            .expect("at least one list");
+        list.0 += size(&item);
+        list.1.push(item);
     }
-    std::thread::scope(|scope| {
-        let mut parts = parts.into_iter();
-        let own = parts.next().expect("at least one part");
-        for (_, part) in parts {
-            scope.spawn(move || index_all(&part));
-        }
-        index_all(&own.1);
-    });
+    lists
+        .into_iter()
+        .map(|(_, list)| list)
+        .filter(|list| !list.is_empty())
+        .collect()
 }
 
 /// Adds a durable group's events to the index and the record cache, then answers every request of the group.

@@ -785,3 +785,33 @@ fn the_cross_tenant_listing_matches_a_full_sort_for_every_page_size() {
         }
     }
 }
+
+#[test]
+fn a_lost_segment_is_reported_as_a_seq_gap_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_compacting_on_demand(dir.path()).expect("store opens");
+    store.create_tenant("acme", "Acme").unwrap();
+    store.create_tenant("globex", "Globex").unwrap();
+    for round in 0..120 {
+        let tenant = if round % 3 == 0 { "globex" } else { "acme" };
+        append(
+            &store,
+            tenant,
+            vec![json!({"type": "t", "metadata": {"pad": "x".repeat(300), "round": round}})],
+        );
+    }
+    drop(store);
+    let wal_dir = dir.path().join("wal");
+    let segments = files(&wal_dir, ".wal");
+    assert!(segments.len() > 3, "{segments:?}");
+    std::fs::remove_file(wal_dir.join(&segments[1])).unwrap();
+    let error = open_compacting_on_demand(dir.path())
+        .err()
+        .expect("a store with a missing segment does not open");
+    let message = error.to_string();
+    assert!(message.contains("follows seq"), "{message}");
+    assert!(
+        message.contains(&segments[2]),
+        "names the segment after the gap: {message}"
+    );
+}

@@ -423,16 +423,19 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     let args = &plan.args;
     let data_dir = work_dir.join("logbook-data");
     let port = logbook_testkit::free_port();
-    let server = logbook_testkit::Killed(
-        Command::new(std::env::current_exe()?)
-            .args([
-                "__serve",
-                data_dir.to_str().context("path")?,
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let start_server = || -> Result<logbook_testkit::Killed> {
+        Ok(logbook_testkit::Killed(
+            Command::new(std::env::current_exe()?)
+                .args([
+                    "__serve",
+                    data_dir.to_str().context("path")?,
+                    &port.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .spawn()?,
+        ))
+    };
+    let server = start_server()?;
     let pid = server.0.id();
     logbook_testkit::wait_for_port(port);
     let base = format!("http://127.0.0.1:{port}");
@@ -630,6 +633,24 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     );
 
     report["peak_rss_bytes"] = json!(status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
+    drop(server); // SIGKILL
+
+    // Restart after the kill: until the server answers again, the log is replayed and the index rebuilt.
+    let started = Instant::now();
+    let server = start_server()?;
+    let deadline = started + Duration::from_secs(1800);
+    loop {
+        match client.get(format!("{base}/healthz")).send().await {
+            Ok(response) if response.status().is_success() => break,
+            _ if Instant::now() > deadline => {
+                bail!("the server did not answer 30 min after a restart")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let restart = started.elapsed().as_secs_f64();
+    report["restart_seconds"] = json!(restart);
+    eprintln!("    restart after kill -9: {restart:.1} s");
     drop(server);
     report["bytes_per_event"] = json!(directory_bytes(&data_dir) as f64 / total_events as f64);
     report["events"] = json!(total_events);
@@ -1191,6 +1212,12 @@ fn print_table(report: &Value) {
         Box::new(|r: &Value| r["bytes_per_event"].as_f64()),
         false,
         "count",
+    ));
+    figures.push((
+        "restart after kill -9 until answering, s".into(),
+        Box::new(|r: &Value| r["restart_seconds"].as_f64()),
+        false,
+        "ms",
     ));
     figures.push((
         "peak RSS, MB".into(),

@@ -595,6 +595,32 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     }
     report["queries"] = json!(queries);
 
+    // How much of the log the compactor has not yet rewritten into per-tenant blocks: events still in WAL
+    // segments are read from records that mix tenants, which makes the export slower.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let gauge = |name: &str| -> Option<f64> {
+        metrics.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    if let (Some(wal), Some(blocks)) = (gauge("logbook_wal_bytes"), gauge("logbook_block_bytes")) {
+        report["wal_bytes_at_export"] = json!(wal);
+        eprintln!(
+            "    at the export's start: {:.0} MB in WAL segments, {:.0} MB in blocks",
+            wal / 1e6,
+            blocks / 1e6
+        );
+    }
+
     // Export: every tenant's events, oldest first, as JSONL pages of 1000.
     let started = Instant::now();
     let mut exported = 0u64;

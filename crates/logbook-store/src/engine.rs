@@ -1114,7 +1114,7 @@ impl EventStore for EmbeddedStore {
                     sets.push(set);
                 }
             }
-            if let (Some(min), Some(max)) = (matching.min(), matching.max()) {
+            if let (true, Some(min), Some(max)) = (grouping, matching.min(), matching.max()) {
                 first = min;
                 bucket_of = vec![0; (max - min) as usize + 1];
                 for (number, set) in sets.iter().enumerate() {

@@ -1068,6 +1068,13 @@ impl EventStore for EmbeddedStore {
             high = high.min(until.saturating_sub(1));
         }
         let whole_hours = request.interval_ms % HOUR_MS == 0;
+        // The part of a bucket inside the window, inclusive.
+        let clipped = |bucket: &Bucket| {
+            (
+                bucket.start.max(low),
+                (bucket.start + (interval - 1)).min(high),
+            )
+        };
         if whole_hours && query.filter == Filter::All {
             // Every event of the tenant in the window: whole hours are added up from the hourly counts.
             let rolled_up = match &request.group_by {
@@ -1078,10 +1085,8 @@ impl EventStore for EmbeddedStore {
             };
             if let Some(rolled_up) = rolled_up {
                 for bucket in &mut buckets {
-                    bucket.count = index.count_between(
-                        bucket.start.max(low),
-                        (bucket.start + (interval - 1)).min(high),
-                    );
+                    let (from, to) = clipped(bucket);
+                    bucket.count = index.count_between(from, to);
                 }
                 let groups = match rolled_up {
                     None => Vec::new(),
@@ -1101,10 +1106,8 @@ impl EventStore for EmbeddedStore {
             let mut matching = RoaringBitmap::new();
             let mut sets = Vec::new();
             for bucket in &mut buckets {
-                let mut set = index.created_between(
-                    bucket.start.max(low),
-                    (bucket.start + (interval - 1)).min(high),
-                );
+                let (from, to) = clipped(bucket);
+                let mut set = index.created_between(from, to);
                 if let Some(bitmap) = &candidates.bitmap {
                     set &= bitmap;
                 }

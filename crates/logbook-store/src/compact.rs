@@ -17,6 +17,7 @@
 //! WAL segment is removed. A crash at any step leaves either the WAL segment (the block file, unsealed or torn,
 //! is removed at the next open) or a complete block file (a WAL segment it replaced is removed at the next open).
 
+use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::index::Location;
 use crate::io::FileSystem;
@@ -222,7 +223,7 @@ pub fn build(
         if kind != KIND_EVENTS {
             return Err(corrupt(offset, format!("unknown record kind {kind}")));
         }
-        let text = zstd::decode_all(payload)
+        let text = codec::decompress(payload)
             .map_err(|e| corrupt(offset, format!("record does not decompress: {e}")))?;
         let header_end = memchr::memchr(b'\n', &text).unwrap_or(text.len());
         let header: serde_json::Value = serde_json::from_slice(&text[..header_end])
@@ -264,8 +265,7 @@ pub fn build(
     let mut moves: BTreeMap<String, Vec<(u64, Location)>> = BTreeMap::new();
     let mut events = 0u64;
     let compress = |text: &[u8]| {
-        zstd::bulk::compress(text, level)
-            .map_err(|e| StoreError::io("failed to compress a block", e))
+        codec::compress(text, level).map_err(|e| StoreError::io("failed to compress a block", e))
     };
     if !requests.is_empty() {
         let header = serde_json::json!({"v": 1, "idempotency": null, "requests": requests});

@@ -15,11 +15,11 @@
 //! by the writer thread; a request's events share one record (all or nothing).
 
 use crate::catalog::{Catalog, Principal};
-use crate::compact;
 use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex, ValueCounts, HOUR_MS};
 use crate::io::{FileSystem, RealFs, StorageFile};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
+use crate::{codec, compact};
 use crate::{
     ApiKey, AppendOutcome, AppendRequest, Bucket, CreatedKey, CrossTenantPage, EventStore,
     Histogram, HistogramRequest, IdempotencyKey, Page, PendingAppend, Position, RawEvent, Receipt,
@@ -216,7 +216,7 @@ impl Shared {
             }
         };
         let (_, payload) = wal::read_record(file.as_ref(), &path, position.offset)?;
-        let text = zstd::decode_all(&payload[..]).map_err(|e| StoreError::Corruption {
+        let text = codec::decompress(&payload[..]).map_err(|e| StoreError::Corruption {
             file: path.clone(),
             offset: position.offset,
             reason: format!("record does not decompress: {e}"),
@@ -616,7 +616,7 @@ impl Recovery {
     }
 
     fn decode(&self, position: RecordPosition, payload: &[u8]) -> Result<DecodedRecord> {
-        let text = zstd::decode_all(payload)
+        let text = codec::decompress(payload)
             .map_err(|e| self.corrupt(position, format!("record does not decompress: {e}")))?;
         let decoded = Decoded::new(text);
         let header: RecordHeader = serde_json::from_slice(decoded.header())
@@ -1714,7 +1714,7 @@ fn encode(
         serde_json::to_writer(&mut text, event).expect("an event serializes");
         text.push(b'\n');
     }
-    let compressed = zstd::bulk::compress(&text, level)
+    let compressed = codec::compress(&text, level)
         .map_err(|e| StoreError::io("failed to compress a record", e))?;
     Ok((compressed, text))
 }

@@ -19,7 +19,9 @@
 //! `unindexed` and planned as inexact; inexact candidates are re-checked with [`Filter::matches`] on the
 //! stored event, so the index only ever changes speed, never results.
 
+use crate::ordinals::Ordinals;
 use crate::wal::RecordPosition;
+use compact_str::CompactString;
 use logbook_core::event::{event_id_value, Event};
 use logbook_core::filter::eval::contains_folded;
 use logbook_core::filter::query_string::Order;
@@ -27,8 +29,9 @@ use logbook_core::filter::{Field, FieldKind, Filter, Operand, Predicate};
 use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 
 /// Longest value indexed as a term; longer values make their field unindexed for the tenant.
@@ -59,7 +62,7 @@ const ROLLUP_VALUE_BITS: u32 = 28;
 /// One hour of a tenant.
 #[derive(Default)]
 struct Hour {
-    ordinals: RoaringBitmap,
+    ordinals: Ordinals,
     /// (rollup key, events), sorted by key.
     counts: Vec<(u32, u32)>,
 }
@@ -76,7 +79,7 @@ impl Hour {
 /// The values of one rolled-up field, numbered in order of first appearance.
 #[derive(Default)]
 struct RolledUpValues {
-    numbers: FxHashMap<Box<str>, u32>,
+    numbers: FxHashMap<CompactString, u32>,
     names: Vec<Box<str>>,
     /// Too many distinct values: no longer counted.
     abandoned: bool,
@@ -152,84 +155,35 @@ impl<'a> TermRef<'a> {
     }
 }
 
-/// The ordinals of one term: most terms of high-cardinality fields (request ids) hold one event, so that case
-/// needs no bitmap.
-#[derive(Debug, Clone)]
-enum Posting {
-    One(u32),
-    Many(RoaringBitmap),
-}
-
-impl Posting {
-    fn insert(&mut self, ordinal: u32) {
-        match self {
-            Posting::One(existing) if *existing == ordinal => {}
-            Posting::One(existing) => {
-                let mut bitmap = RoaringBitmap::new();
-                bitmap.insert(*existing);
-                bitmap.insert(ordinal);
-                *self = Posting::Many(bitmap);
-            }
-            Posting::Many(bitmap) => append(bitmap, ordinal),
-        }
-    }
-
-    fn add_to(&self, out: &mut RoaringBitmap) {
-        match self {
-            Posting::One(ordinal) => {
-                out.insert(*ordinal);
-            }
-            Posting::Many(bitmap) => *out |= bitmap,
-        }
-    }
-}
-
-/// Adds an ordinal; ordinals of a tenant only grow, so this is almost always an O(1) push at the end.
-fn append(bitmap: &mut RoaringBitmap, ordinal: u32) {
-    if bitmap.try_push(ordinal).is_err() {
-        bitmap.insert(ordinal);
-    }
-}
-
-fn insert_posting(slot: &mut Option<Posting>, ordinal: u32) {
-    match slot {
-        Some(posting) => posting.insert(ordinal),
-        None => *slot = Some(Posting::One(ordinal)),
-    }
-}
-
 /// The term dictionary of one field. Text terms are hashed (ingest is a lookup, not a tree search); ordered
 /// operations on text (ranges, prefix, contains) scan the distinct values, which is proportional to the
 /// field's cardinality, not to the number of events.
 #[derive(Debug, Default)]
 struct FieldTerms {
-    text: FxHashMap<Box<str>, Posting>,
-    numbers: BTreeMap<OrderedNumber, Posting>,
-    trues: Option<Posting>,
-    falses: Option<Posting>,
-    nulls: Option<Posting>,
+    text: FxHashMap<CompactString, Ordinals>,
+    numbers: BTreeMap<OrderedNumber, Ordinals>,
+    trues: Ordinals,
+    falses: Ordinals,
+    nulls: Ordinals,
 }
 
 impl FieldTerms {
     fn insert(&mut self, term: TermRef<'_>, ordinal: u32) {
         match term {
             TermRef::Text(text) => match self.text.get_mut(text) {
-                Some(posting) => posting.insert(ordinal),
+                Some(posting) => posting.push(ordinal),
                 None => {
-                    self.text.insert(text.into(), Posting::One(ordinal));
+                    self.text.insert(text.into(), Ordinals::one(ordinal));
                 }
             },
-            TermRef::Number(number) => match self.numbers.entry(OrderedNumber::new(number)) {
-                std::collections::btree_map::Entry::Occupied(mut entry) => {
-                    entry.get_mut().insert(ordinal)
-                }
-                std::collections::btree_map::Entry::Vacant(entry) => {
-                    entry.insert(Posting::One(ordinal));
-                }
-            },
-            TermRef::Bool(true) => insert_posting(&mut self.trues, ordinal),
-            TermRef::Bool(false) => insert_posting(&mut self.falses, ordinal),
-            TermRef::Null => insert_posting(&mut self.nulls, ordinal),
+            TermRef::Number(number) => self
+                .numbers
+                .entry(OrderedNumber::new(number))
+                .or_default()
+                .push(ordinal),
+            TermRef::Bool(true) => self.trues.push(ordinal),
+            TermRef::Bool(false) => self.falses.push(ordinal),
+            TermRef::Null => self.nulls.push(ordinal),
         }
     }
 
@@ -251,11 +205,9 @@ impl FieldTerms {
             "true" => &self.trues,
             "false" => &self.falses,
             "null" => &self.nulls,
-            _ => &None,
+            _ => return,
         };
-        if let Some(posting) = special {
-            posting.add_to(out);
-        }
+        special.add_to(out);
     }
 
     /// Events with a value whose order relative to the operand is accepted: text lexicographically, numbers
@@ -268,7 +220,7 @@ impl FieldTerms {
         out: &mut RoaringBitmap,
     ) {
         for (text, posting) in &self.text {
-            if accept(text.as_ref().cmp(operand)) {
+            if accept(text.as_str().cmp(operand)) {
                 posting.add_to(out);
             }
         }
@@ -298,11 +250,39 @@ fn finite_number(text: &str) -> Option<f64> {
 }
 
 /// One field of a tenant's index.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FieldIndex {
-    present: RoaringBitmap,
+    field: Field,
+    present: Ordinals,
     terms: FieldTerms,
+    /// For a metadata path: the numbers of the paths one member below it.
+    members: FxHashMap<CompactString, u32>,
 }
+
+/// Where a resource, context key or metadata member hangs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parent {
+    Resources,
+    Context,
+    Metadata,
+    /// The metadata path with this field number.
+    Path(u32),
+}
+
+/// The top-level text fields, in the order of `TenantIndex::fixed`.
+const FIXED: [Field; 10] = [
+    Field::Type,
+    Field::Action,
+    Field::ActorId,
+    Field::ActorType,
+    Field::ActorName,
+    Field::EntityType,
+    Field::EntityId,
+    Field::EntityName,
+    Field::Outcome,
+    Field::Description,
+];
+const DESCRIPTION: usize = 9;
 
 /// A superset of the matching ordinals (`None` = every event), and whether it is exactly the matches.
 #[derive(Debug, Clone)]
@@ -330,11 +310,19 @@ impl Candidates {
 pub struct TenantIndex {
     entries: Vec<Entry>,
     by_time: BTreeSet<(i64, u32)>,
-    ids: HashMap<u128, u32>,
-    /// Per field: where it is present, and its term dictionary (one lookup per indexed value).
-    fields: FxHashMap<Field, FieldIndex>,
+    /// Per field, numbered in order of first appearance: where it is present, and its term dictionary.
+    fields: Vec<FieldIndex>,
+    /// The number of each field, for queries.
+    numbers: FxHashMap<Field, u32>,
+    /// On ingest, fields are found by the event's own keys, without building their names: the numbers of the
+    /// [`FIXED`] fields, of resources, of context keys and of top-level metadata members (deeper metadata
+    /// paths are in their parent's `members`).
+    fixed: [Option<u32>; FIXED.len()],
+    resources: FxHashMap<CompactString, u32>,
+    context: FxHashMap<CompactString, u32>,
+    metadata: FxHashMap<CompactString, u32>,
     unindexed: HashSet<Field>,
-    words: FxHashMap<Box<str>, Posting>,
+    words: FxHashMap<CompactString, Ordinals>,
     json_fields: usize,
     /// Per hour (`created_at` divided by [`HOUR_MS`], rounded down): its ordinals and rolled-up counts.
     hours: BTreeMap<i64, Hour>,
@@ -342,10 +330,17 @@ pub struct TenantIndex {
     rolled_up: [RolledUpValues; ROLLED_UP.len()],
 }
 
-fn words_of(text: &str) -> impl Iterator<Item = String> + '_ {
+/// The words of a text, lower-cased; a word that is already lower case is not copied.
+fn words_of(text: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
-        .map(str::to_lowercase)
+        .map(|word| {
+            if word.chars().any(char::is_uppercase) {
+                Cow::Owned(word.to_lowercase())
+            } else {
+                Cow::Borrowed(word)
+            }
+        })
 }
 
 impl TenantIndex {
@@ -381,8 +376,21 @@ impl TenantIndex {
         }
     }
 
+    /// The ordinal of the event with this id. An id is a ULID whose time part is the event's `created_at`
+    /// (1970 to 9999, so never cut off), so it is found among the events of that millisecond.
     pub fn ordinal_of_id(&self, id: &str) -> Option<u32> {
-        event_id_value(id).and_then(|key| self.ids.get(&key).copied())
+        let key = event_id_value(id)?;
+        let created_at = i64::try_from(key >> 80).ok()?;
+        self.by_time
+            .range((created_at, 0)..=(created_at, u32::MAX))
+            .map(|&(_, ordinal)| ordinal)
+            .find(|&ordinal| self.entries[ordinal as usize].id == key)
+    }
+
+    fn field(&self, field: &Field) -> Option<&FieldIndex> {
+        self.numbers
+            .get(field)
+            .map(|&number| &self.fields[number as usize])
     }
 
     /// Adds the next event of the tenant; `event.seq` must be `len() + 1`.
@@ -401,13 +409,61 @@ impl TenantIndex {
             location,
         });
         self.by_time.insert((event.created_at, ordinal));
-        self.ids.insert(id, ordinal);
+        self.roll_up(event, ordinal);
+
+        let text_fields: [Option<&str>; DESCRIPTION] = [
+            Some(event.event_type.as_str()),
+            event.action.as_deref(),
+            event.actor.as_ref().map(|a| a.id.as_str()),
+            event.actor.as_ref().and_then(|a| a.actor_type.as_deref()),
+            event.actor.as_ref().and_then(|a| a.name.as_deref()),
+            event.entity.as_ref().map(|e| e.entity_type.as_str()),
+            event.entity.as_ref().and_then(|e| e.id.as_deref()),
+            event.entity.as_ref().and_then(|e| e.name.as_deref()),
+            Some(event.outcome.as_str()),
+        ];
+        for (slot, value) in text_fields.into_iter().enumerate() {
+            if let Some(value) = value {
+                let number = self.fixed_number(slot);
+                self.add_term(number, TermRef::Text(value), ordinal);
+            }
+        }
+        for (key, value) in &event.resources {
+            if let Some(number) = self.member_number(Parent::Resources, key) {
+                self.add_term(number, TermRef::Text(value), ordinal);
+            }
+        }
+        if let Some(description) = &event.description {
+            let number = self.fixed_number(DESCRIPTION);
+            self.fields[number as usize].present.push(ordinal);
+            for word in words_of(description) {
+                match self.words.get_mut(word.as_ref()) {
+                    Some(posting) => posting.push(ordinal),
+                    None => {
+                        self.words.insert(word.into(), Ordinals::one(ordinal));
+                    }
+                }
+            }
+        }
+        let mut budget = MAX_LEAVES_PER_EVENT;
+        for (key, value) in &event.context {
+            if let Some(number) = self.member_number(Parent::Context, key) {
+                self.add_json(number, value, ordinal, &mut budget, false);
+            }
+        }
+        if let Some(Value::Object(members)) = &event.metadata {
+            self.add_members(Parent::Metadata, members, ordinal, &mut budget);
+        }
+    }
+
+    /// Adds the event to its hour, and counts its values of the [`ROLLED_UP`] fields there.
+    fn roll_up(&mut self, event: &Event, ordinal: u32) {
         let hour_number = event.created_at.div_euclid(HOUR_MS);
         let hour = match self.hours.last_entry() {
             Some(last) if *last.key() == hour_number => last.into_mut(),
             _ => self.hours.entry(hour_number).or_default(),
         };
-        append(&mut hour.ordinals, ordinal);
+        hour.ordinals.push(ordinal);
         let rolled_up_values = [
             Some(event.event_type.as_str()),
             event.action.as_deref(),
@@ -449,188 +505,164 @@ impl TenantIndex {
                 ..RolledUpValues::default()
             };
         }
-
-        let text_fields: [(Field, Option<&str>); 9] = [
-            (Field::Type, Some(event.event_type.as_str())),
-            (Field::Action, event.action.as_deref()),
-            (Field::ActorId, event.actor.as_ref().map(|a| a.id.as_str())),
-            (
-                Field::ActorType,
-                event.actor.as_ref().and_then(|a| a.actor_type.as_deref()),
-            ),
-            (
-                Field::ActorName,
-                event.actor.as_ref().and_then(|a| a.name.as_deref()),
-            ),
-            (
-                Field::EntityType,
-                event.entity.as_ref().map(|e| e.entity_type.as_str()),
-            ),
-            (
-                Field::EntityId,
-                event.entity.as_ref().and_then(|e| e.id.as_deref()),
-            ),
-            (
-                Field::EntityName,
-                event.entity.as_ref().and_then(|e| e.name.as_deref()),
-            ),
-            (Field::Outcome, Some(event.outcome.as_str())),
-        ];
-        for (field, value) in text_fields {
-            if let Some(value) = value {
-                self.add_term(&field, TermRef::Text(value), ordinal);
-            }
-        }
-        for (key, value) in &event.resources {
-            self.add_term(&Field::Resource(key.clone()), TermRef::Text(value), ordinal);
-        }
-        if let Some(description) = &event.description {
-            self.mark_present(&Field::Description, ordinal);
-            for word in words_of(description) {
-                match self.words.get_mut(word.as_str()) {
-                    Some(posting) => posting.insert(ordinal),
-                    None => {
-                        self.words
-                            .insert(word.into_boxed_str(), Posting::One(ordinal));
-                    }
-                }
-            }
-        }
-        let mut budget = MAX_LEAVES_PER_EVENT;
-        for (key, value) in &event.context {
-            self.add_json(
-                Field::Context(key.clone()),
-                value,
-                ordinal,
-                &mut budget,
-                None,
-            );
-        }
-        if let Some(Value::Object(members)) = &event.metadata {
-            for (key, value) in members {
-                self.add_metadata(key.clone(), value, ordinal, &mut budget);
-            }
-        }
     }
 
-    fn mark_present(&mut self, field: &Field, ordinal: u32) {
-        match self.fields.get_mut(field) {
-            Some(index) => {
-                append(&mut index.present, ordinal);
-            }
+    fn new_field(&mut self, field: Field) -> u32 {
+        let number = self.fields.len() as u32;
+        self.numbers.insert(field.clone(), number);
+        self.fields.push(FieldIndex {
+            field,
+            present: Ordinals::default(),
+            terms: FieldTerms::default(),
+            members: FxHashMap::default(),
+        });
+        number
+    }
+
+    fn fixed_number(&mut self, slot: usize) -> u32 {
+        match self.fixed[slot] {
+            Some(number) => number,
             None => {
-                let mut index = FieldIndex::default();
-                append(&mut index.present, ordinal);
-                self.fields.insert(field.clone(), index);
+                let number = self.new_field(FIXED[slot].clone());
+                self.fixed[slot] = Some(number);
+                number
             }
         }
     }
 
-    fn add_term(&mut self, field: &Field, term: TermRef<'_>, ordinal: u32) {
-        let too_long = matches!(term, TermRef::Text(text) if text.len() > MAX_TERM_BYTES);
-        match self.fields.get_mut(field) {
-            Some(index) => {
-                append(&mut index.present, ordinal);
-                if !too_long {
-                    index.terms.insert(term, ordinal);
-                }
-            }
-            None => {
-                let mut index = FieldIndex::default();
-                append(&mut index.present, ordinal);
-                if !too_long {
-                    index.terms.insert(term, ordinal);
-                }
-                self.fields.insert(field.clone(), index);
-            }
-        }
-        if too_long {
-            self.unindexed.insert(field.clone());
-        }
-    }
-
-    fn json_field_allowed(&mut self, field: &Field) -> bool {
-        if self.fields.contains_key(field) {
-            return true;
-        }
-        if self.json_fields >= MAX_JSON_FIELDS {
-            self.unindexed.insert(field.clone());
-            return false;
-        }
-        self.json_fields += 1;
-        true
-    }
-
-    /// Indexes the metadata value at dotted `path` and below.
-    fn add_metadata(&mut self, path: String, value: &Value, ordinal: u32, budget: &mut usize) {
-        if path.split('.').any(str::is_empty) {
-            return; // not addressable by any filter path
-        }
-        let field = Field::Metadata(path);
-        let Field::Metadata(path) = &field else {
-            unreachable!()
+    /// The number of a resource, context key or metadata member, numbering it when new; `None` when it
+    /// would be one JSON field more than [`MAX_JSON_FIELDS`] (it is then unindexed).
+    fn member_number(&mut self, parent: Parent, key: &str) -> Option<u32> {
+        let known = match parent {
+            Parent::Resources => &self.resources,
+            Parent::Context => &self.context,
+            Parent::Metadata => &self.metadata,
+            Parent::Path(number) => &self.fields[number as usize].members,
         };
-        let path = path.clone();
-        self.add_json(field, value, ordinal, budget, Some(&path));
+        if let Some(&number) = known.get(key) {
+            return Some(number);
+        }
+        let field = match parent {
+            Parent::Resources => Field::Resource(key.to_string()),
+            Parent::Context => Field::Context(key.to_string()),
+            Parent::Metadata => Field::Metadata(key.to_string()),
+            Parent::Path(number) => self.member_path(number, key),
+        };
+        if parent != Parent::Resources {
+            if self.json_fields >= MAX_JSON_FIELDS {
+                self.mark_unindexed(field);
+                return None;
+            }
+            self.json_fields += 1;
+        }
+        let number = self.new_field(field);
+        let known = match parent {
+            Parent::Resources => &mut self.resources,
+            Parent::Context => &mut self.context,
+            Parent::Metadata => &mut self.metadata,
+            Parent::Path(parent) => &mut self.fields[parent as usize].members,
+        };
+        known.insert(key.into(), number);
+        Some(number)
     }
 
-    /// Indexes one JSON value under `field`. With `metadata_path`, object members continue as sub-paths;
-    /// without (context), objects are only present.
+    /// The metadata path of member `key` of the metadata path numbered `number`.
+    fn member_path(&self, number: u32, key: &str) -> Field {
+        let Field::Metadata(path) = &self.fields[number as usize].field else {
+            unreachable!("only metadata paths have members")
+        };
+        Field::Metadata(format!("{path}.{key}"))
+    }
+
+    fn mark_unindexed(&mut self, field: Field) {
+        if !self.unindexed.contains(&field) {
+            self.unindexed.insert(field);
+        }
+    }
+
+    fn add_term(&mut self, number: u32, term: TermRef<'_>, ordinal: u32) {
+        let index = &mut self.fields[number as usize];
+        index.present.push(ordinal);
+        if matches!(term, TermRef::Text(text) if text.len() > MAX_TERM_BYTES) {
+            let field = index.field.clone();
+            self.mark_unindexed(field);
+        } else {
+            index.terms.insert(term, ordinal);
+        }
+    }
+
+    /// Indexes the members of a metadata object (the whole metadata, or the object at metadata path
+    /// `parent`), each under its own path.
+    fn add_members(
+        &mut self,
+        parent: Parent,
+        members: &serde_json::Map<String, Value>,
+        ordinal: u32,
+        budget: &mut usize,
+    ) {
+        for (key, value) in members {
+            if key.contains('.') || key.is_empty() {
+                // `a.b` as one key cannot be told apart from a nested path: leave it to evaluation.
+                let field = match parent {
+                    Parent::Path(number) => self.member_path(number, key),
+                    _ => Field::Metadata(key.clone()),
+                };
+                self.mark_unindexed(field);
+                continue;
+            }
+            if let Some(number) = self.member_number(parent, key) {
+                self.add_json(number, value, ordinal, budget, true);
+            }
+        }
+    }
+
+    /// Indexes one JSON value under field `number`. Metadata objects (`nested`) continue as sub-paths; context
+    /// objects are only present.
     fn add_json(
         &mut self,
-        field: Field,
+        number: u32,
         value: &Value,
         ordinal: u32,
         budget: &mut usize,
-        metadata_path: Option<&str>,
+        nested: bool,
     ) {
-        if !self.json_field_allowed(&field) {
-            return;
-        }
         // Scalars are marked present by `add_term`; containers are present even when empty.
         if matches!(value, Value::Array(_) | Value::Object(_)) {
-            self.mark_present(&field, ordinal);
+            self.fields[number as usize].present.push(ordinal);
         }
-        self.add_json_value(&field, value, ordinal, budget, metadata_path);
+        self.add_json_value(number, value, ordinal, budget, nested);
     }
 
-    /// The value (or array element) itself: scalars are terms of `field`, arrays are flattened, objects
+    /// The value (or array element) itself: scalars are terms of the field, arrays are flattened, objects
     /// continue the metadata path.
     fn add_json_value(
         &mut self,
-        field: &Field,
+        number: u32,
         value: &Value,
         ordinal: u32,
         budget: &mut usize,
-        metadata_path: Option<&str>,
+        nested: bool,
     ) {
         match value {
             Value::Array(items) => {
                 for item in items {
-                    self.add_json_value(field, item, ordinal, budget, metadata_path);
+                    self.add_json_value(number, item, ordinal, budget, nested);
                 }
             }
             Value::Object(members) => {
-                if let Some(path) = metadata_path {
-                    for (key, child) in members {
-                        if key.contains('.') || key.is_empty() {
-                            // `a.b` as one key cannot be told apart from a nested path: leave it to evaluation.
-                            self.unindexed
-                                .insert(Field::Metadata(format!("{path}.{key}")));
-                            continue;
-                        }
-                        self.add_metadata(format!("{path}.{key}"), child, ordinal, budget);
-                    }
+                if nested {
+                    self.add_members(Parent::Path(number), members, ordinal, budget);
                 }
             }
             scalar => {
                 if *budget == 0 {
-                    self.unindexed.insert(field.clone());
+                    let field = self.fields[number as usize].field.clone();
+                    self.mark_unindexed(field);
                     return;
                 }
                 *budget -= 1;
                 let term = TermRef::of(scalar).expect("a scalar");
-                self.add_term(field, term, ordinal);
+                self.add_term(number, term, ordinal);
             }
         }
     }
@@ -704,7 +736,7 @@ impl TenantIndex {
         for token in words_of(phrase) {
             let mut union = RoaringBitmap::new();
             for (word, posting) in &self.words {
-                if word.contains(token.as_str()) {
+                if word.contains(token.as_ref()) {
                     posting.add_to(&mut union);
                 }
             }
@@ -745,9 +777,8 @@ impl TenantIndex {
             Field::Description => {
                 return match predicate {
                     Predicate::Exists => Candidates::exact(
-                        self.fields
-                            .get(field)
-                            .map(|index| index.present.clone())
+                        self.field(field)
+                            .map(|index| index.present.to_bitmap())
                             .unwrap_or_default(),
                     ),
                     Predicate::Contains(needle) => self.plan_words(needle),
@@ -761,13 +792,12 @@ impl TenantIndex {
         }
         if let Predicate::Exists = predicate {
             return Candidates::exact(
-                self.fields
-                    .get(field)
-                    .map(|index| index.present.clone())
+                self.field(field)
+                    .map(|index| index.present.to_bitmap())
                     .unwrap_or_default(),
             );
         }
-        let Some(dictionary) = self.fields.get(field).map(|index| &index.terms) else {
+        let Some(dictionary) = self.field(field).map(|index| &index.terms) else {
             return Candidates::exact(RoaringBitmap::new());
         };
         let json = field.kind() == FieldKind::Json;
@@ -856,16 +886,12 @@ impl TenantIndex {
         {
             return None;
         }
-        let Some(index) = self.fields.get(field) else {
+        let Some(index) = self.field(field) else {
             return Some(Vec::new());
         };
         let terms = &index.terms;
         let mut out = Vec::with_capacity(terms.text.len() + terms.numbers.len() + 3);
-        let bitmap_of = |posting: &Posting| {
-            let mut bitmap = RoaringBitmap::new();
-            posting.add_to(&mut bitmap);
-            bitmap
-        };
+        let bitmap_of = Ordinals::to_bitmap;
         for (text, posting) in &terms.text {
             out.push((text.to_string(), bitmap_of(posting)));
         }
@@ -882,7 +908,7 @@ impl TenantIndex {
             ("false", &terms.falses),
             ("null", &terms.nulls),
         ] {
-            if let Some(posting) = posting {
+            if !posting.is_empty() {
                 out.push((name.to_string(), bitmap_of(posting)));
             }
         }
@@ -901,7 +927,7 @@ impl TenantIndex {
             .range(low.div_euclid(HOUR_MS)..=high.div_euclid(HOUR_MS))
         {
             if covers(low, high, hour) {
-                out |= ordinals;
+                ordinals.add_to(&mut out);
             } else {
                 out |= self.partly(ordinals, low, high);
             }
@@ -932,7 +958,7 @@ impl TenantIndex {
     }
 
     /// The ordinals of a partly covered hour that were created in `[low, high]`.
-    fn partly(&self, ordinals: &RoaringBitmap, low: i64, high: i64) -> RoaringBitmap {
+    fn partly(&self, ordinals: &Ordinals, low: i64, high: i64) -> RoaringBitmap {
         RoaringBitmap::from_sorted_iter(
             ordinals.iter().filter(|&ordinal| {
                 (low..=high).contains(&self.entries[ordinal as usize].created_at)
@@ -988,11 +1014,10 @@ impl TenantIndex {
                     if part.is_empty() {
                         continue;
                     }
-                    let terms = &self.fields.get(field)?.terms.text;
+                    let terms = &self.field(field)?.terms.text;
                     for (number, name) in values.names.iter().enumerate() {
-                        counts[row + number] += match terms.get(name) {
-                            Some(Posting::One(ordinal)) => u64::from(part.contains(*ordinal)),
-                            Some(Posting::Many(bitmap)) => part.intersection_len(bitmap),
+                        counts[row + number] += match terms.get(name.as_ref()) {
+                            Some(posting) => posting.intersection_len(&part),
                             None => 0,
                         };
                     }

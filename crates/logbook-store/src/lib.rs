@@ -15,11 +15,13 @@
 //! when the store opens. A PostgreSQL engine (planned) implements the same trait.
 
 pub mod catalog;
+pub mod codec;
 pub mod compact;
 pub mod engine;
 pub mod error;
 pub mod index;
 pub mod io;
+pub mod ordinals;
 pub mod wal;
 
 pub use catalog::{ApiKey, CreatedKey, Principal, Scope, Tenant};

@@ -81,6 +81,11 @@ fn events_survive_reopen_and_seq_continues() {
         .expect("read your writes");
     assert_eq!(fetched.metadata, Some(json!({"i": 7})));
     assert_eq!(fetched.hash, first[7].hash);
+    // An id of the same millisecond that was never assigned is not found.
+    let mut unknown = first[7].id.clone();
+    let last = unknown.pop().unwrap();
+    unknown.push(if last == '0' { '1' } else { '0' });
+    assert!(store.get("acme", &unknown).unwrap().is_none());
     drop(store);
 
     let store = open(dir.path());
@@ -231,8 +236,9 @@ fn arbitrary_event() -> impl Strategy<Value = Value> {
         (0i64..4, prop::option::of(-3i64..6), prop::sample::select(vec!["ok", "error", "Error"]), prop::collection::vec(prop::sample::select(vec!["x", "y", "z"]), 0..3)),
         prop::bool::ANY,
         prop::option::of(prop::sample::select(vec!["Alice renamed the welcome story", "Bob deleted a card", "system retried"])),
+        prop::bool::ANY,
     )
-        .prop_map(|(event_type, action, actor, entity, bot, (minute, number, status, tags), failed, description)| {
+        .prop_map(|(event_type, action, actor, entity, bot, (minute, number, status, tags), failed, description, dotted)| {
             let mut event = json!({"type": event_type, "created_at": 1_795_341_600_000i64 + minute * 60_000, "outcome": if failed { "failure" } else { "success" }});
             if let Some(action) = action { event["action"] = json!(action); }
             if let Some(actor) = actor { event["actor"] = json!(actor); }
@@ -241,6 +247,8 @@ fn arbitrary_event() -> impl Strategy<Value = Value> {
             if let Some(description) = description { event["description"] = json!(description); }
             let mut metadata = json!({"status": status, "tags": tags, "nested": {"deep": {"flag": failed}}});
             if let Some(number) = number { metadata["n"] = json!(number); }
+            // A key with a dot is not the nested path it spells: `meta.nested.deep.flag` must not match it.
+            if dotted { metadata["nested.deep"] = json!({"flag": !failed}); }
             event["metadata"] = metadata;
             event
         })

@@ -1,0 +1,217 @@
+//! A set of a tenant's ordinals that grows at its end: the postings, `present` sets and hourly sets of the
+//! index.
+//!
+//! Ordinals arrive in increasing order, and many sets are one run (a field every event has; an hour's events
+//! when they arrive in time order) or one ordinal (an identifier seen once). Such a set is two integers. After
+//! its first gap it becomes a roaring bitmap. Adding to the bitmap does not use roaring's `try_push`: on a
+//! bitmap container that reads the container backwards from its end to find the maximum, up to 8 KiB per
+//! added ordinal. The set remembers its last ordinal and how many ordinals its last container holds instead,
+//! and pushes onto an array container (cheap) or sets the bit of a bitmap container.
+
+use roaring::RoaringBitmap;
+
+/// Roaring's largest array container; a container with more ordinals is a bitmap.
+const ARRAY_LIMIT: u32 = 4096;
+
+#[derive(Debug, Clone)]
+pub enum Ordinals {
+    /// `start..end`; empty when they are equal.
+    Run {
+        start: u32,
+        end: u32,
+    },
+    Bitmap(Tail),
+}
+
+#[derive(Debug, Clone)]
+pub struct Tail {
+    bitmap: RoaringBitmap,
+    /// The largest ordinal.
+    last: u32,
+    /// How many ordinals share `last`'s container (its upper 16 bits).
+    in_last_container: u32,
+}
+
+impl Default for Ordinals {
+    fn default() -> Self {
+        Ordinals::Run { start: 0, end: 0 }
+    }
+}
+
+impl Ordinals {
+    pub fn one(ordinal: u32) -> Self {
+        Ordinals::Run {
+            start: ordinal,
+            end: ordinal + 1,
+        }
+    }
+
+    /// Adds an ordinal: O(1) when it is not below the largest one (the case on ingest), correct in any order.
+    pub fn push(&mut self, ordinal: u32) {
+        match self {
+            Ordinals::Run { start, end } if start == end => {
+                *self = Ordinals::one(ordinal);
+            }
+            Ordinals::Run { end, .. } if ordinal == *end => *end += 1,
+            Ordinals::Run { start, end } if (*start..*end).contains(&ordinal) => {}
+            Ordinals::Run { start, end } => {
+                let mut bitmap = RoaringBitmap::new();
+                bitmap.insert_range(*start..*end);
+                let last = *end - 1;
+                let in_last_container = bitmap.range_cardinality(last & !0xFFFF..=last) as u32;
+                let mut tail = Tail {
+                    bitmap,
+                    last,
+                    in_last_container,
+                };
+                tail.push(ordinal);
+                *self = Ordinals::Bitmap(tail);
+            }
+            Ordinals::Bitmap(tail) => tail.push(ordinal),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Ordinals::Run { start, end } => u64::from(end - start),
+            Ordinals::Bitmap(tail) => tail.bitmap.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, ordinal: u32) -> bool {
+        match self {
+            Ordinals::Run { start, end } => (*start..*end).contains(&ordinal),
+            Ordinals::Bitmap(tail) => tail.bitmap.contains(ordinal),
+        }
+    }
+
+    /// Adds every ordinal of the set to `out`.
+    pub fn add_to(&self, out: &mut RoaringBitmap) {
+        match self {
+            Ordinals::Run { start, end } => {
+                out.insert_range(*start..*end);
+            }
+            Ordinals::Bitmap(tail) => *out |= &tail.bitmap,
+        }
+    }
+
+    pub fn to_bitmap(&self) -> RoaringBitmap {
+        match self {
+            Ordinals::Run { .. } => {
+                let mut bitmap = RoaringBitmap::new();
+                self.add_to(&mut bitmap);
+                bitmap
+            }
+            Ordinals::Bitmap(tail) => tail.bitmap.clone(),
+        }
+    }
+
+    /// How many ordinals of `other` are in the set.
+    pub fn intersection_len(&self, other: &RoaringBitmap) -> u64 {
+        match self {
+            Ordinals::Run { start, end } if start == end => 0,
+            Ordinals::Run { start, end } => other.range_cardinality(*start..*end),
+            Ordinals::Bitmap(tail) => tail.bitmap.intersection_len(other),
+        }
+    }
+
+    /// The ordinals, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        let (run, bitmap) = match self {
+            Ordinals::Run { start, end } => (*start..*end, None),
+            Ordinals::Bitmap(tail) => (0..0, Some(tail.bitmap.iter())),
+        };
+        run.chain(bitmap.into_iter().flatten())
+    }
+}
+
+impl Tail {
+    fn push(&mut self, ordinal: u32) {
+        if ordinal <= self.last {
+            self.bitmap.insert(ordinal);
+            return;
+        }
+        if ordinal >> 16 != self.last >> 16 {
+            self.in_last_container = 0;
+        }
+        if self.in_last_container < ARRAY_LIMIT {
+            // An array container (or none yet): a push onto its end.
+            if self.bitmap.try_push(ordinal).is_err() {
+                self.bitmap.insert(ordinal);
+            }
+        } else {
+            // A bitmap container: one bit.
+            self.bitmap.insert(ordinal);
+        }
+        self.in_last_container += 1;
+        self.last = ordinal;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+        /// Whatever the order and density, the set holds what a plain bitmap would.
+        #[test]
+        fn holds_what_a_bitmap_holds(
+            steps in proptest::collection::vec((0u32..3, 1u32..70_000), 0..150),
+            out_of_order in proptest::collection::vec(0u32..400_000, 0..5),
+        ) {
+            let mut ordinals = Ordinals::default();
+            let mut reference = RoaringBitmap::new();
+            let mut next = 0u32;
+            for (kind, step) in steps {
+                match kind {
+                    // A run: the next `step % 5000` ordinals.
+                    0 => for _ in 0..step % 5000 {
+                        ordinals.push(next);
+                        reference.insert(next);
+                        next += 1;
+                    },
+                    // A gap.
+                    1 => next += step,
+                    // The same ordinal again.
+                    _ => if let Some(last) = next.checked_sub(1) {
+                        ordinals.push(last);
+                        reference.insert(last);
+                    },
+                }
+            }
+            for ordinal in out_of_order {
+                ordinals.push(ordinal);
+                reference.insert(ordinal);
+            }
+            prop_assert_eq!(ordinals.len(), reference.len());
+            prop_assert_eq!(ordinals.to_bitmap(), reference.clone());
+            prop_assert_eq!(ordinals.iter().collect::<Vec<_>>(), reference.iter().collect::<Vec<_>>());
+            let probe = RoaringBitmap::from_iter((0..400_000).step_by(7));
+            prop_assert_eq!(ordinals.intersection_len(&probe), reference.intersection_len(&probe));
+            for ordinal in [0, 1, 4095, 4096, 65_535, 65_536, 70_000] {
+                prop_assert_eq!(ordinals.contains(ordinal), reference.contains(ordinal));
+            }
+        }
+    }
+
+    #[test]
+    fn a_dense_set_becomes_bitmap_containers() {
+        let mut ordinals = Ordinals::one(0);
+        for ordinal in (2..200_000).step_by(2) {
+            ordinals.push(ordinal);
+        }
+        assert_eq!(ordinals.len(), 100_000);
+        let Ordinals::Bitmap(tail) = &ordinals else {
+            panic!("a set with gaps is a bitmap")
+        };
+        assert_eq!(tail.last, 199_998);
+        assert_eq!(tail.in_last_container, (199_998 - 3 * 65_536) / 2 + 1);
+    }
+}

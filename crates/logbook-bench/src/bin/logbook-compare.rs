@@ -90,6 +90,9 @@ struct RunArgs {
         default_value = "host=127.0.0.1 user=postgres"
     )]
     postgres: String,
+    /// Stop Logbook after the ingest, for profiling the write path (the other systems run in full).
+    #[arg(long)]
+    ingest_only: bool,
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -422,6 +425,10 @@ fn workload_batches(work_dir: &Path, batch: usize) -> Result<Vec<Vec<String>>> {
 async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     let args = &plan.args;
     let data_dir = work_dir.join("logbook-data");
+    // A kept --work-dir holds the last run's data: start empty.
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)?;
+    }
     let port = logbook_testkit::free_port();
     let start_server = || -> Result<logbook_testkit::Killed> {
         Ok(logbook_testkit::Killed(
@@ -488,6 +495,10 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
         args.events as f64,
         seconds,
     );
+    if args.ingest_only {
+        report["peak_rss_bytes"] = json!(status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
+        return Ok(report);
+    }
 
     // One event per request.
     let pool = Arc::new(plan.single_pool.clone());
@@ -983,6 +994,9 @@ fn random_id(rng: &mut impl Rng) -> String {
 fn run_sqlite(work_dir: &Path, plan: &Plan) -> Result<Value> {
     let args = &plan.args;
     let path = work_dir.join("sqlite").join("events.db");
+    if path.parent().context("parent")?.exists() {
+        std::fs::remove_dir_all(path.parent().context("parent")?)?;
+    }
     std::fs::create_dir_all(path.parent().context("parent")?)?;
     let db = sqlite_open(&path)?;
     db.execute_batch(

@@ -1,0 +1,110 @@
+//! The in-memory index alone: how fast events go into [`TenantIndex`], on one thread, without HTTP, the log or
+//! compaction. For profiling the indexer (`perf record -g target/release/logbook-index-bench ...`).
+//!
+//! ```text
+//! cargo run --release -p logbook-bench --bin logbook-index-bench -- --workload WORK_DIR/workload.jsonl
+//! ```
+//! The workload is the JSON lines file `logbook-compare --work-dir WORK_DIR` writes.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use logbook_core::event::{new_event_id, Assigned, Event, Limits, NewEvent};
+use logbook_store::index::{Location, TenantIndex};
+use logbook_store::wal::RecordPosition;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(about = "Times inserting a workload's events into the in-memory index, on one thread")]
+struct Args {
+    /// The workload: one event per line, each naming its `tenant`.
+    #[arg(long)]
+    workload: PathBuf,
+    /// Events to read from it (at most).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Times to build the index from scratch; the best run is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let file = std::fs::File::open(&args.workload)
+        .with_context(|| format!("open {}", args.workload.display()))?;
+    let limits = Limits::default();
+    let mut seqs: HashMap<String, u64> = HashMap::new();
+    let mut events: Vec<Event> = Vec::with_capacity(args.events);
+    for line in std::io::BufReader::new(file).lines().take(args.events) {
+        let line = line?;
+        let value: serde_json::Value = serde_json::from_str(&line)?;
+        let new = NewEvent::from_json(value, line.len(), &limits, 0)
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let tenant = new.tenant.clone().context("each event names its tenant")?;
+        let seq = seqs.entry(tenant.clone()).or_default();
+        *seq += 1;
+        let created_at = new.created_at.context("each event has its created_at")?;
+        let assigned = Assigned {
+            id: new_event_id(created_at),
+            seq: *seq,
+            tenant,
+            received_at: created_at,
+        };
+        events.push(new.into_event(assigned));
+    }
+    let location = Location {
+        record: RecordPosition {
+            segment: 1,
+            offset: 0,
+            compacted: false,
+        },
+        line: 0,
+    };
+    let mut best = f64::INFINITY;
+    for round in 1..=args.rounds {
+        let resident_before = resident_bytes();
+        let started = Instant::now();
+        let mut indexes: HashMap<&str, TenantIndex> = HashMap::new();
+        for event in &events {
+            indexes
+                .entry(event.tenant.as_str())
+                .or_default()
+                .insert(event, location);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        best = best.min(seconds);
+        println!(
+            "round {round}: {} events into {} tenants in {seconds:.3} s ({:.0} events/s, {:.2} µs/event)",
+            events.len(),
+            indexes.len(),
+            events.len() as f64 / seconds,
+            seconds * 1e6 / events.len() as f64
+        );
+        println!(
+            "  resident memory grew by {:.0} MB ({:.0} bytes/event)",
+            resident_bytes().saturating_sub(resident_before) as f64 / 1e6,
+            resident_bytes().saturating_sub(resident_before) as f64 / events.len() as f64
+        );
+        drop(indexes);
+    }
+    println!(
+        "best: {:.0} events/s ({:.2} µs/event)",
+        events.len() as f64 / best,
+        best * 1e6 / events.len() as f64
+    );
+    Ok(())
+}
+
+/// This process's resident memory (Linux), or 0.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

@@ -883,10 +883,29 @@ impl EmbeddedStore {
         }
     }
 
-    /// One event of `index` as its stored JSON.
-    fn raw_event(&self, index: &TenantIndex, ordinal: u32) -> Result<RawEvent> {
+    /// One event of `index` as its stored JSON. `last` keeps the record read last: a page's events mostly
+    /// share their records (a block holds a run of one tenant's events), which are then looked up once.
+    fn raw_event(
+        &self,
+        index: &TenantIndex,
+        ordinal: u32,
+        last: &mut Option<(RecordPosition, Arc<Decoded>)>,
+    ) -> Result<RawEvent> {
         let entry = index.entry(ordinal);
-        let (decoded, range) = self.shared.raw(entry.location)?;
+        let decoded = match last {
+            Some((position, decoded)) if *position == entry.location.record => decoded,
+            _ => {
+                let decoded = self.shared.record(entry.location.record)?;
+                &last.insert((entry.location.record, decoded)).1
+            }
+        };
+        let range = *decoded
+            .events
+            .get(entry.location.line as usize)
+            .ok_or_else(|| {
+                self.shared
+                    .corrupt(entry.location, "missing from its record".into())
+            })?;
         let json = std::str::from_utf8(&decoded.text[range.0 as usize..range.1 as usize]).map_err(
             |_| {
                 self.shared
@@ -936,9 +955,10 @@ impl EventStore for EmbeddedStore {
         let mut keys = self.matching_keys(&index, query, after, query.limit + 1, None)?;
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
+        let mut last = None;
         let items = keys
             .iter()
-            .map(|&(_, ordinal)| self.raw_event(&index, ordinal))
+            .map(|&(_, ordinal)| self.raw_event(&index, ordinal, &mut last))
             .collect::<Result<Vec<_>>>()?;
         let next = if has_more {
             items.last().map(|item| item.position)
@@ -1013,11 +1033,15 @@ impl EventStore for EmbeddedStore {
         keys.sort_unstable_by(better);
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
+        let mut last = None;
         let items = keys
             .iter()
             .map(|&(_, number, ordinal)| {
                 let (tenant, index) = &tenants[number];
-                Ok((tenant.clone(), self.raw_event(&index.read(), ordinal)?))
+                Ok((
+                    tenant.clone(),
+                    self.raw_event(&index.read(), ordinal, &mut last)?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let next = if has_more {

@@ -574,6 +574,16 @@ impl TenantIndex {
         Field::Metadata(format!("{path}.{key}"))
     }
 
+    /// Whether some events may have `field` without the index knowing: it was marked unindexed, or it is a
+    /// JSON field the index never numbered after the tenant reached [`MAX_JSON_FIELDS`] (a path below a refused
+    /// one is not marked itself).
+    fn not_indexed(&self, field: &Field) -> bool {
+        self.unindexed.contains(field)
+            || (matches!(field, Field::Metadata(_) | Field::Context(_))
+                && self.json_fields >= MAX_JSON_FIELDS
+                && !self.numbers.contains_key(field))
+    }
+
     fn mark_unindexed(&mut self, field: Field) {
         if !self.unindexed.contains(&field) {
             self.unindexed.insert(field);
@@ -787,7 +797,7 @@ impl TenantIndex {
             }
             _ => {}
         }
-        if self.unindexed.contains(field) {
+        if self.not_indexed(field) {
             return Candidates::unknown();
         }
         if let Predicate::Exists = predicate {
@@ -879,7 +889,7 @@ impl TenantIndex {
     /// The ordinals of each value of `field`, named as the API prints values (numbers and booleans as JSON),
     /// or `None` when the field could not be fully indexed for this tenant.
     pub fn value_postings(&self, field: &Field) -> Option<Vec<(String, RoaringBitmap)>> {
-        if self.unindexed.contains(field)
+        if self.not_indexed(field)
             || matches!(field.kind(), FieldKind::Time | FieldKind::Seq)
             || *field == Field::Id
             || *field == Field::Description
@@ -982,7 +992,7 @@ impl TenantIndex {
     ) -> Option<ValueCounts> {
         let slot = ROLLED_UP.iter().position(|rolled| rolled == field)?;
         let values = &self.rolled_up[slot];
-        if values.abandoned || self.unindexed.contains(field) {
+        if values.abandoned || self.not_indexed(field) {
             return None;
         }
         let width = values.names.len();

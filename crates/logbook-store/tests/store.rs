@@ -101,6 +101,40 @@ fn events_survive_reopen_and_seq_continues() {
     assert_eq!(list_all(&store, "acme", "", 7).len(), 51);
 }
 
+/// Past the per-tenant limit of indexed JSON fields (4,096), a new path is left to the evaluator, and so is a
+/// path below it, which is never marked itself.
+#[test]
+fn paths_beyond_the_field_limit_are_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_tenant("acme", "Acme").unwrap();
+    let wide: Vec<Value> = (0..17)
+        .map(|event| {
+            let metadata: serde_json::Map<String, Value> = (0..250)
+                .map(|key| (format!("k{event}_{key}"), json!(key)))
+                .collect();
+            json!({"type": "wide", "metadata": metadata})
+        })
+        .collect();
+    append(&store, "acme", wide);
+    append(
+        &store,
+        "acme",
+        vec![json!({"type": "late", "metadata": {"deep": {"x": 1}}, "context": {"new_key": "v"}})],
+    );
+    for query in [
+        "q=meta.deep.x:1",
+        "q=meta.deep:*",
+        "q=meta.deep.x:*",
+        "q=context.new_key:v",
+    ] {
+        let found = list_all(&store, "acme", query, 10);
+        assert_eq!(found.len(), 1, "{query}");
+        assert_eq!(found[0].event_type, "late", "{query}");
+    }
+    assert_eq!(list_all(&store, "acme", "q=meta.k0_7:7", 10).len(), 1);
+}
+
 #[test]
 fn tenants_are_isolated_in_the_engine() {
     let dir = tempfile::tempdir().unwrap();

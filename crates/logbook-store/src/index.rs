@@ -2,17 +2,19 @@
 //!
 //! Events of a tenant are numbered by ordinal `seq - 1` (seq is dense per tenant). The index keeps:
 //! - `entries[ordinal]`: created_at, received_at, the id (a ULID as `u128`) and where the body is in the log;
-//! - `by_time`: the set of `(created_at, ordinal)`, which is the listing order (`created_at`, then `seq`);
-//! - `fields[field]`, for every text field, resource and context key and metadata path: a `present` bitmap
+//! - `by_time`: the set of `(created_at, ordinal)`, which is the listing order (`created_at`, then `seq`), and
+//!   how an id is found (its ULID time is `created_at`);
+//! - `fields[number]`, for every text field, resource and context key and metadata path: a `present` set
 //!   (ordinals where the field exists) and a term dictionary of typed values (text hashed; numbers ordered;
 //!   booleans and null apart) mapping each value to its ordinals, so that eq, in, ranges, prefix, contains
-//!   and exists become set operations over postings;
+//!   and exists become set operations over postings. Queries find a field by name (`numbers`); ingest by the
+//!   event's own keys (`fixed`, `resources`, `context`, `metadata` and each path's `members`);
 //! - `words`: description words, narrowing full-text phrases;
 //! - `hours[hour]`: the ordinals created in each hour since the epoch, and how many events of the hour have
 //!   each value of the [`ROLLED_UP`] fields (type, action, outcome, actor and entity type), so that histograms
 //!   with whole-hour buckets add up hours instead of visiting every event.
 //!
-//! Ordinals of a tenant only grow, so every posting update is an append at the end.
+//! Ordinals of a tenant only grow, so every posting update is an append at the end ([`Ordinals`]).
 //!
 //! The planner turns a [`Filter`] into [`Candidates`]: a bitmap (or "all") and whether it is exact. Fields
 //! that could not be fully indexed (over-long values, too many paths, keys containing dots) are listed in

@@ -237,11 +237,17 @@ impl Shared {
     /// The record holding an event and the byte range of the event's JSON in it.
     fn raw(&self, location: Location) -> Result<(Arc<Decoded>, (u32, u32))> {
         let decoded = self.record(location.record)?;
-        let range = *decoded
+        let range = self.line_range(&decoded, location)?;
+        Ok((decoded, range))
+    }
+
+    /// Where the event at `location` is in its decoded record.
+    fn line_range(&self, decoded: &Decoded, location: Location) -> Result<(u32, u32)> {
+        decoded
             .events
             .get(location.line as usize)
-            .ok_or_else(|| self.corrupt(location, "missing from its record".into()))?;
-        Ok((decoded, range))
+            .copied()
+            .ok_or_else(|| self.corrupt(location, "missing from its record".into()))
     }
 
     fn load(&self, location: Location) -> Result<Event> {
@@ -899,13 +905,7 @@ impl EmbeddedStore {
                 &last.insert((entry.location.record, decoded)).1
             }
         };
-        let range = *decoded
-            .events
-            .get(entry.location.line as usize)
-            .ok_or_else(|| {
-                self.shared
-                    .corrupt(entry.location, "missing from its record".into())
-            })?;
+        let range = self.shared.line_range(decoded, entry.location)?;
         let json = std::str::from_utf8(&decoded.text[range.0 as usize..range.1 as usize]).map_err(
             |_| {
                 self.shared

@@ -169,15 +169,20 @@ struct FieldTerms {
     nulls: Ordinals,
 }
 
+/// Adds `ordinal` to the posting of `text`, creating it when new.
+fn add_posting(postings: &mut FxHashMap<CompactString, Ordinals>, text: &str, ordinal: u32) {
+    match postings.get_mut(text) {
+        Some(posting) => posting.push(ordinal),
+        None => {
+            postings.insert(text.into(), Ordinals::one(ordinal));
+        }
+    }
+}
+
 impl FieldTerms {
     fn insert(&mut self, term: TermRef<'_>, ordinal: u32) {
         match term {
-            TermRef::Text(text) => match self.text.get_mut(text) {
-                Some(posting) => posting.push(ordinal),
-                None => {
-                    self.text.insert(text.into(), Ordinals::one(ordinal));
-                }
-            },
+            TermRef::Text(text) => add_posting(&mut self.text, text, ordinal),
             TermRef::Number(number) => self
                 .numbers
                 .entry(OrderedNumber::new(number))
@@ -285,6 +290,8 @@ const FIXED: [Field; 10] = [
     Field::Description,
 ];
 const DESCRIPTION: usize = 9;
+/// Where each [`ROLLED_UP`] field is in [`FIXED`].
+const ROLLED_UP_IN_FIXED: [usize; ROLLED_UP.len()] = [0, 1, 8, 3, 5];
 
 /// A superset of the matching ordinals (`None` = every event), and whether it is exactly the matches.
 #[derive(Debug, Clone)]
@@ -411,8 +418,6 @@ impl TenantIndex {
             location,
         });
         self.by_time.insert((event.created_at, ordinal));
-        self.roll_up(event, ordinal);
-
         let text_fields: [Option<&str>; DESCRIPTION] = [
             Some(event.event_type.as_str()),
             event.action.as_deref(),
@@ -424,6 +429,7 @@ impl TenantIndex {
             event.entity.as_ref().and_then(|e| e.name.as_deref()),
             Some(event.outcome.as_str()),
         ];
+        self.roll_up(event.created_at, &text_fields, ordinal);
         for (slot, value) in text_fields.into_iter().enumerate() {
             if let Some(value) = value {
                 let number = self.fixed_number(slot);
@@ -439,12 +445,7 @@ impl TenantIndex {
             let number = self.fixed_number(DESCRIPTION);
             self.fields[number as usize].present.push(ordinal);
             for word in words_of(description) {
-                match self.words.get_mut(word.as_ref()) {
-                    Some(posting) => posting.push(ordinal),
-                    None => {
-                        self.words.insert(word.into(), Ordinals::one(ordinal));
-                    }
-                }
+                add_posting(&mut self.words, &word, ordinal);
             }
         }
         let mut budget = MAX_LEAVES_PER_EVENT;
@@ -458,23 +459,18 @@ impl TenantIndex {
         }
     }
 
-    /// Adds the event to its hour, and counts its values of the [`ROLLED_UP`] fields there.
-    fn roll_up(&mut self, event: &Event, ordinal: u32) {
-        let hour_number = event.created_at.div_euclid(HOUR_MS);
+    /// Adds the event to its hour, and counts its values of the [`ROLLED_UP`] fields there (taken from its
+    /// values of the [`FIXED`] text fields).
+    fn roll_up(&mut self, created_at: i64, text_fields: &[Option<&str>], ordinal: u32) {
+        let hour_number = created_at.div_euclid(HOUR_MS);
         let hour = match self.hours.last_entry() {
             Some(last) if *last.key() == hour_number => last.into_mut(),
             _ => self.hours.entry(hour_number).or_default(),
         };
         hour.ordinals.push(ordinal);
-        let rolled_up_values = [
-            Some(event.event_type.as_str()),
-            event.action.as_deref(),
-            Some(event.outcome.as_str()),
-            event.actor.as_ref().and_then(|a| a.actor_type.as_deref()),
-            event.entity.as_ref().map(|e| e.entity_type.as_str()),
-        ];
         let mut abandoned = None;
-        for (slot, value) in rolled_up_values.into_iter().enumerate() {
+        for (slot, &fixed) in ROLLED_UP_IN_FIXED.iter().enumerate() {
+            let value = text_fields[fixed];
             let (Some(value), values) = (value, &mut self.rolled_up[slot]) else {
                 continue;
             };
@@ -552,7 +548,7 @@ impl TenantIndex {
         };
         if parent != Parent::Resources {
             if self.json_fields >= MAX_JSON_FIELDS {
-                self.mark_unindexed(field);
+                self.unindexed.insert(field);
                 return None;
             }
             self.json_fields += 1;
@@ -586,18 +582,12 @@ impl TenantIndex {
                 && !self.numbers.contains_key(field))
     }
 
-    fn mark_unindexed(&mut self, field: Field) {
-        if !self.unindexed.contains(&field) {
-            self.unindexed.insert(field);
-        }
-    }
-
     fn add_term(&mut self, number: u32, term: TermRef<'_>, ordinal: u32) {
         let index = &mut self.fields[number as usize];
         index.present.push(ordinal);
         if matches!(term, TermRef::Text(text) if text.len() > MAX_TERM_BYTES) {
             let field = index.field.clone();
-            self.mark_unindexed(field);
+            self.unindexed.insert(field);
         } else {
             index.terms.insert(term, ordinal);
         }
@@ -619,7 +609,7 @@ impl TenantIndex {
                     Parent::Path(number) => self.member_path(number, key),
                     _ => Field::Metadata(key.clone()),
                 };
-                self.mark_unindexed(field);
+                self.unindexed.insert(field);
                 continue;
             }
             if let Some(number) = self.member_number(parent, key) {
@@ -669,7 +659,7 @@ impl TenantIndex {
             scalar => {
                 if *budget == 0 {
                     let field = self.fields[number as usize].field.clone();
-                    self.mark_unindexed(field);
+                    self.unindexed.insert(field);
                     return;
                 }
                 *budget -= 1;
@@ -903,16 +893,15 @@ impl TenantIndex {
         };
         let terms = &index.terms;
         let mut out = Vec::with_capacity(terms.text.len() + terms.numbers.len() + 3);
-        let bitmap_of = Ordinals::to_bitmap;
         for (text, posting) in &terms.text {
-            out.push((text.to_string(), bitmap_of(posting)));
+            out.push((text.to_string(), posting.to_bitmap()));
         }
         for (number, posting) in &terms.numbers {
             out.push((
                 serde_json::Number::from_f64(number.0)
                     .map(|n| n.to_string())
                     .unwrap_or_default(),
-                bitmap_of(posting),
+                posting.to_bitmap(),
             ));
         }
         for (name, posting) in [
@@ -921,7 +910,7 @@ impl TenantIndex {
             ("null", &terms.nulls),
         ] {
             if !posting.is_empty() {
-                out.push((name.to_string(), bitmap_of(posting)));
+                out.push((name.to_string(), posting.to_bitmap()));
             }
         }
         Some(out)
@@ -1207,5 +1196,17 @@ fn range_is_empty<T: Ord>(lower: &Bound<T>, upper: &Bound<T>) -> bool {
         }
         (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolled_up_fields_are_found_among_the_fixed_ones() {
+        for (field, &fixed) in ROLLED_UP.iter().zip(&ROLLED_UP_IN_FIXED) {
+            assert_eq!(&FIXED[fixed], field);
+        }
     }
 }

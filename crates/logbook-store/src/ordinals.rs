@@ -82,13 +82,6 @@ impl Ordinals {
         self.len() == 0
     }
 
-    pub fn contains(&self, ordinal: u32) -> bool {
-        match self {
-            Ordinals::Run { start, end } => (*start..*end).contains(&ordinal),
-            Ordinals::Bitmap(tail) => tail.bitmap.contains(ordinal),
-        }
-    }
-
     /// Adds every ordinal of the set to `out`.
     pub fn add_to(&self, out: &mut RoaringBitmap) {
         match self {
@@ -195,9 +188,6 @@ mod tests {
             prop_assert_eq!(ordinals.iter().collect::<Vec<_>>(), reference.iter().collect::<Vec<_>>());
             let probe = RoaringBitmap::from_iter((0..400_000).step_by(7));
             prop_assert_eq!(ordinals.intersection_len(&probe), reference.intersection_len(&probe));
-            for ordinal in [0, 1, 4095, 4096, 65_535, 65_536, 70_000] {
-                prop_assert_eq!(ordinals.contains(ordinal), reference.contains(ordinal));
-            }
         }
     }
 

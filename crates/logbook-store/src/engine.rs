@@ -32,6 +32,7 @@ use logbook_core::filter::{Field, Filter, Operand, Predicate};
 use logbook_core::time::{now_millis, Millis, MAX_MILLIS, MIN_MILLIS};
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -639,29 +640,13 @@ impl Recovery {
 
     /// Decodes a batch of records on every core, then indexes them in log order.
     fn apply(&mut self, batch: Vec<(RecordPosition, Vec<u8>)>) -> Result<()> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 4);
-        let chunk = batch.len().div_ceil(threads).max(1);
         let this = &*self;
-        let decoded: Vec<Result<DecodedRecord>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = batch
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(position, payload)| this.decode(*position, payload))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().expect("a decoding thread panicked"))
-                .collect()
-        });
-        let decoded: Vec<DecodedRecord> = decoded.into_iter().collect::<Result<_>>()?;
+        let decoded: Vec<DecodedRecord> = pool().install(|| {
+            batch
+                .par_iter()
+                .map(|(position, payload)| this.decode(*position, payload))
+                .collect::<Result<_>>()
+        })?;
         // In log order: seq checks, idempotency keys, and each tenant's share of the batch.
         let mut per_tenant: HashMap<&str, Vec<(&Event, Location)>> = HashMap::new();
         for (position, header, events) in &decoded {
@@ -714,20 +699,12 @@ impl Recovery {
             .iter_mut()
             .filter_map(|(tenant, index)| Some((index, per_tenant.remove(tenant.as_str())?)))
             .collect();
-        let index_all = |work: Vec<(&mut TenantIndex, Vec<(&Event, Location)>)>| {
-            for (index, events) in work {
+        pool().install(|| {
+            work.into_par_iter().for_each(|(index, events)| {
                 for (event, location) in events {
                     index.insert(event, location);
                 }
-            }
-        };
-        let mut parts = balance(work, threads, |(_, events)| events.len());
-        let own = parts.pop().unwrap_or_default();
-        std::thread::scope(|scope| {
-            for part in parts {
-                scope.spawn(move || index_all(part));
-            }
-            index_all(own);
+            })
         });
         Ok(())
     }
@@ -1415,29 +1392,33 @@ fn write_plans(plans: &mut [Plan]) -> Vec<&mut WritePlan> {
         .collect()
 }
 
-/// Runs `work` on every item, split across the machine's cores when there is enough of it.
+/// The engine's worker threads (one per core, at most four), shared by the writer, the indexer and recovery.
+/// They live as long as the process: spawning threads per group cost the spawn and, worse, a fresh allocator
+/// heap each time, whose pages the kernel zeroed again and again.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(4);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|n| format!("logbook-pool-{n}"))
+            .build()
+            .expect("the engine's worker threads start")
+    })
+}
+
+/// Runs `work` on every item, split across the worker threads when there is enough of it.
 fn parallel_for_each<T: Send>(items: &mut [&mut T], weight: usize, work: impl Fn(&mut T) + Sync) {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4);
-    if threads <= 1 || weight < 256 || items.len() < 2 {
+    if weight < 256 || items.len() < 2 {
         for item in items.iter_mut() {
             work(item);
         }
         return;
     }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let work = &work;
-        for part in items.chunks_mut(chunk) {
-            scope.spawn(move || {
-                for item in part.iter_mut() {
-                    work(item);
-                }
-            });
-        }
-    });
+    pool().install(|| items.par_iter_mut().for_each(|item| work(item)));
 }
 
 impl WriterState {
@@ -1779,55 +1760,24 @@ fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Loc
             (index, events)
         })
         .collect();
-    let index_all = |work: &[TenantWork]| {
-        for (index, events) in work {
-            // The lock is released between chunks, so that readers of a busy tenant wait little.
-            for chunk in events.chunks(256) {
-                let mut index = index.write();
-                for (event, location) in chunk {
-                    index.insert(event, *location);
-                }
+    let index_one = |(index, events): &TenantWork| {
+        // The lock is released between chunks, so that readers of a busy tenant wait little.
+        for chunk in events.chunks(256) {
+            let mut index = index.write();
+            for (event, location) in chunk {
+                index.insert(event, *location);
             }
         }
     };
     let total: usize = work.iter().map(|(_, events)| events.len()).sum();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4)
-        .min(work.len());
-    if threads <= 1 || total < 512 {
-        index_all(&work);
+    if work.len() < 2 || total < 512 {
+        work.iter().for_each(index_one);
         return;
     }
-    let mut parts = balance(work, threads, |(_, events)| events.len());
-    let own = parts.pop().unwrap_or_default();
-    std::thread::scope(|scope| {
-        for part in &parts {
-            scope.spawn(move || index_all(part));
-        }
-        index_all(&own);
-    });
-}
-
-/// Splits `work` into up to `parts` lists of about equal `size`: largest items first, each to the least loaded
-/// list. Empty lists are left out.
-fn balance<T>(mut work: Vec<T>, parts: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
-    work.sort_by_key(|item| std::cmp::Reverse(size(item)));
-    let mut lists: Vec<(usize, Vec<T>)> = (0..parts.max(1)).map(|_| (0, Vec::new())).collect();
-    for item in work {
-        let list = lists
-            .iter_mut()
-            .min_by_key(|(load, _)| *load)
-            .expect("at least one list");
-        list.0 += size(&item);
-        list.1.push(item);
-    }
-    lists
-        .into_iter()
-        .map(|(_, list)| list)
-        .filter(|list| !list.is_empty())
-        .collect()
+    // Largest tenants first, so that the last task to finish is a small one.
+    let mut work = work;
+    work.sort_unstable_by_key(|(_, events)| std::cmp::Reverse(events.len()));
+    pool().install(|| work.par_iter().with_max_len(1).for_each(index_one));
 }
 
 /// Adds a durable group's events to the index and the record cache, then answers every request of the group.

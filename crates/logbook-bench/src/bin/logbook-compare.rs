@@ -252,6 +252,17 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Proportional set size of a process in KiB (shared pages split among the processes sharing them).
+/// CPU seconds a process has used (user and system, all threads), from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3; utime and stime are 14, 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let per_second = rustix::param::clock_ticks_per_second() as f64;
+    Some(ticks / per_second)
+}
+
 fn pss_kib(pid: u32) -> Option<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     rollup
@@ -468,6 +479,7 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
         .collect();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let workers: Vec<_> = (0..args.batch_clients)
         .map(|_| {
@@ -495,6 +507,13 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
         args.events as f64,
         seconds,
     );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
+        // The server's own CPU time (all threads, user and system) per event: steadier than the rate on a
+        // machine whose speed varies, and the figure to drive down (the client's work is not in it).
+        let micros = (after - before) * 1e6 / args.events as f64;
+        report["ingest_server_cpu_us_per_event"] = json!(micros);
+        eprintln!("    ingest: {micros:.1} µs of server CPU per event");
+    }
     if args.ingest_only {
         report["peak_rss_bytes"] = json!(status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
         return Ok(report);

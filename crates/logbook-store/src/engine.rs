@@ -45,6 +45,8 @@ use std::time::Instant;
 
 const IDEMPOTENCY_WINDOW_MILLIS: Millis = 24 * 3_600_000;
 const MAX_GROUP_REQUESTS: usize = 4096;
+/// Listings of at least this many events read the next page's records ahead.
+const READ_AHEAD_LIMIT: usize = 500;
 
 /// Settings of the embedded engine.
 #[derive(Clone)]
@@ -225,6 +227,30 @@ impl Shared {
         let decoded = Arc::new(Decoded::new(text));
         self.cache.lock().put(position, decoded.clone());
         Ok(decoded)
+    }
+
+    /// Reads the records a page needs that are not in the cache, on the worker threads: a page of a large
+    /// tenant spans several blocks, whose decompression is most of the time of an export. Failures are left
+    /// for the caller's own read of the record to report.
+    fn warm(&self, positions: impl IntoIterator<Item = RecordPosition>) {
+        let mut missing: Vec<RecordPosition> = {
+            let cache = self.cache.lock();
+            positions
+                .into_iter()
+                .filter(|position| !cache.records.contains(position))
+                .collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        if let [position] = missing[..] {
+            let _ = self.record(position);
+            return;
+        }
+        pool().install(|| {
+            missing.par_iter().for_each(|position| {
+                let _ = self.record(*position);
+            })
+        });
     }
 
     fn corrupt(&self, location: Location, reason: String) -> StoreError {
@@ -866,6 +892,25 @@ impl EmbeddedStore {
         }
     }
 
+    /// Starts reading the records of the page after `next` on the worker threads, for a client that takes
+    /// large pages (an export is one) and will most likely ask for it while it handles this one. Only when
+    /// the filter is answered by the index alone: finding the next page must not cost reading events.
+    fn read_ahead(&self, index: &TenantIndex, query: &ListQuery, next: Position) {
+        if query.limit < READ_AHEAD_LIMIT || !index.plan(&query.filter).exact {
+            return;
+        }
+        let Ok(keys) = self.matching_keys(index, query, Some(next), query.limit, None) else {
+            return;
+        };
+        let mut positions: Vec<RecordPosition> = keys
+            .iter()
+            .map(|&(_, ordinal)| index.entry(ordinal).location.record)
+            .collect();
+        positions.dedup();
+        let shared = self.shared.clone();
+        pool().spawn(move || shared.warm(positions));
+    }
+
     /// One event of `index` as its stored JSON. `last` keeps the record read last: a page's events mostly
     /// share their records (a block holds a run of one tenant's events), which are then looked up once.
     fn raw_event(
@@ -932,6 +977,10 @@ impl EventStore for EmbeddedStore {
         let mut keys = self.matching_keys(&index, query, after, query.limit + 1, None)?;
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
+        self.shared.warm(
+            keys.iter()
+                .map(|&(_, ordinal)| index.entry(ordinal).location.record),
+        );
         let mut last = None;
         let items = keys
             .iter()
@@ -942,6 +991,9 @@ impl EventStore for EmbeddedStore {
         } else {
             None
         };
+        if let Some(next) = next {
+            self.read_ahead(&index, query, next);
+        }
         Ok(Page { items, next })
     }
 
@@ -1010,6 +1062,11 @@ impl EventStore for EmbeddedStore {
         keys.sort_unstable_by(better);
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
+        self.shared.warm(
+            keys.iter().map(|&(_, number, ordinal)| {
+                tenants[number].1.read().entry(ordinal).location.record
+            }),
+        );
         let mut last = None;
         let items = keys
             .iter()

@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -178,6 +178,8 @@ struct Shared {
     /// Open record files, by (compacted, segment).
     files: RwLock<HashMap<(bool, u32), Arc<dyn StorageFile>>>,
     cache: Mutex<RecordCache>,
+    /// Records being read, for callers that want one while another reads it.
+    loading: Mutex<HashMap<RecordPosition, Arc<OnceLock<Option<Arc<Decoded>>>>>>,
     events: AtomicU64,
     /// Set by the writer when the WAL is poisoned.
     write_failure: Mutex<Option<String>>,
@@ -203,6 +205,38 @@ impl Shared {
         if let Some(decoded) = self.cache.lock().get(&position) {
             return Ok(decoded);
         }
+        // One reader decompresses a record; others asking for it meanwhile (a page and the read-ahead of the
+        // page before it, say) wait for its result. A failed read is repeated by each caller, for its error.
+        let loading = self
+            .loading
+            .lock()
+            .entry(position)
+            .or_insert_with(|| Arc::new(OnceLock::new()))
+            .clone();
+        let loaded = loading
+            .get_or_init(|| {
+                let decoded = self.read_record(position).ok()?;
+                self.cache.lock().put(position, decoded.clone());
+                Some(decoded)
+            })
+            .clone();
+        {
+            let mut waiting = self.loading.lock();
+            if waiting
+                .get(&position)
+                .is_some_and(|current| Arc::ptr_eq(current, &loading))
+            {
+                waiting.remove(&position);
+            }
+        }
+        match loaded {
+            Some(decoded) => Ok(decoded),
+            None => self.read_record(position),
+        }
+    }
+
+    /// Reads and decompresses a record from its file (not through the cache).
+    fn read_record(&self, position: RecordPosition) -> Result<Arc<Decoded>> {
         let path = self.path_of(position);
         let key = (position.compacted, position.segment);
         let file = {
@@ -224,9 +258,7 @@ impl Shared {
             offset: position.offset,
             reason: format!("record does not decompress: {e}"),
         })?;
-        let decoded = Arc::new(Decoded::new(text));
-        self.cache.lock().put(position, decoded.clone());
-        Ok(decoded)
+        Ok(Arc::new(Decoded::new(text)))
     }
 
     /// Reads the records a page needs that are not in the cache, on the worker threads: a page of a large
@@ -533,6 +565,7 @@ impl EmbeddedStore {
             ),
             files: RwLock::new(HashMap::new()),
             write_failure: Mutex::new(None),
+            loading: Mutex::new(HashMap::new()),
             cache: Mutex::new(RecordCache {
                 records: LruCache::unbounded(),
                 bytes: 0,

@@ -2,7 +2,8 @@
 //! each group's records on all cores), an indexer thread that adds each durable group to the in-memory index
 //! and only then acknowledges its requests (read-your-writes), and a cache of decompressed records.
 //!
-//! Record payload (zstd-compressed): one header line, then one line per event, each the event's API JSON:
+//! Record payload (LZ4 in the WAL, zstd in block files; see `codec`): one header line, then one line per event,
+//! each the event's API JSON:
 //!
 //! ```text
 //! {"v":1,"idempotency":{...}|null}\n
@@ -58,8 +59,6 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// Decompressed records kept in memory, in bytes of JSON (at least one record is kept).
     pub cache_bytes: usize,
-    /// zstd level for event records.
-    pub compression_level: i32,
     /// Compact sealed WAL segments into per-tenant block files on a background thread. Tests that need every
     /// file operation in a known order turn it off and call [`EmbeddedStore::compact`] themselves.
     pub background_compaction: bool,
@@ -74,7 +73,6 @@ impl StoreOptions {
             fs: Arc::new(RealFs),
             segment_bytes: 16 << 20,
             cache_bytes: 128 << 20,
-            compression_level: 1,
             background_compaction: true,
             compaction_level: 3,
         }
@@ -590,7 +588,6 @@ impl EmbeddedStore {
             seqs,
             request_keys,
             event_keys,
-            compression_level: options.compression_level,
             last_prune: now,
             publisher,
         };
@@ -1403,7 +1400,6 @@ struct WriterState {
     seqs: HashMap<String, u64>,
     request_keys: HashMap<(String, String), StoredIdempotency>,
     event_keys: HashMap<(String, String), (Receipt, Millis)>,
-    compression_level: i32,
     last_prune: Millis,
     /// Hands durable groups to the indexer thread.
     publisher: Sender<PublishBatch>,
@@ -1602,11 +1598,10 @@ impl WriterState {
                 write.receipts = receipts;
             }
         }
-        let level = self.compression_level;
         {
             let mut writes = write_plans(&mut plans);
             parallel_for_each(&mut writes, weight, |write| {
-                write.encoded = Some(encode(&write.events, &write.stored_idempotency(), level));
+                write.encoded = Some(encode(&write.events, &write.stored_idempotency()));
             });
         }
         let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
@@ -1792,11 +1787,7 @@ impl WriterState {
 }
 
 /// The record payload (compressed) and its decompressed text.
-fn encode(
-    events: &[Event],
-    idempotency: &Option<StoredIdempotency>,
-    level: i32,
-) -> Result<(Vec<u8>, Vec<u8>)> {
+fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Result<(Vec<u8>, Vec<u8>)> {
     let header = RecordHeader {
         v: 1,
         idempotency: idempotency.clone(),
@@ -1809,7 +1800,7 @@ fn encode(
         serde_json::to_writer(&mut text, event).expect("an event serializes");
         text.push(b'\n');
     }
-    let compressed = codec::compress(&text, level)
+    let compressed = codec::compress_fast(&text)
         .map_err(|e| StoreError::io("failed to compress a record", e))?;
     Ok((compressed, text))
 }

@@ -399,14 +399,17 @@ fn render_page(
         Format::Json => {
             // Stored events are already the API's JSON: splice them instead of parsing and serializing.
             let mut body = String::with_capacity(
-                64 + items.iter().map(|item| item.json.len() + 1).sum::<usize>(),
+                64 + items
+                    .iter()
+                    .map(|item| item.json().len() + 1)
+                    .sum::<usize>(),
             );
             body.push_str("{\"items\":[");
             for (position, item) in items.iter().enumerate() {
                 if position > 0 {
                     body.push(',');
                 }
-                body.push_str(&item.json);
+                body.push_str(item.json());
             }
             body.push_str("],\"next_cursor\":");
             body.push_str(&trailer["next_cursor"].to_string());
@@ -417,10 +420,13 @@ fn render_page(
         }
         Format::Jsonl => {
             let mut body = String::with_capacity(
-                64 + items.iter().map(|item| item.json.len() + 1).sum::<usize>(),
+                64 + items
+                    .iter()
+                    .map(|item| item.json().len() + 1)
+                    .sum::<usize>(),
             );
             for item in items {
-                body.push_str(&item.json);
+                body.push_str(item.json());
                 body.push('\n');
             }
             body.push_str(&trailer.to_string());

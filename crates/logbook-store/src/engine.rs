@@ -96,39 +96,40 @@ struct StoredIdempotency {
     at: Millis,
 }
 
-/// A decompressed record: its text and the byte range of each event line.
+/// A decompressed record: its text and the byte range of each event line. The text is checked to be UTF-8
+/// once, here, and shared with the listings that hand its lines out ([`RawEvent`]).
 struct Decoded {
-    text: Vec<u8>,
+    text: Arc<String>,
     events: Vec<(u32, u32)>,
 }
 
 impl Decoded {
-    fn new(text: Vec<u8>) -> Decoded {
+    fn new(text: Vec<u8>) -> std::result::Result<Decoded, std::string::FromUtf8Error> {
+        let text = String::from_utf8(text)?;
         let mut events = Vec::new();
         let mut start = 0usize;
         let mut first = true;
-        for newline in memchr::memchr_iter(b'\n', &text) {
+        for newline in memchr::memchr_iter(b'\n', text.as_bytes()) {
             if !first {
                 events.push((start as u32, newline as u32));
             }
             first = false;
             start = newline + 1;
         }
-        Decoded { text, events }
+        Ok(Decoded {
+            text: Arc::new(text),
+            events,
+        })
     }
 
-    fn header(&self) -> &[u8] {
-        let end = self
-            .text
-            .iter()
-            .position(|b| *b == b'\n')
-            .unwrap_or(self.text.len());
-        &self.text[..end]
+    fn header(&self) -> &str {
+        self.text.split('\n').next().unwrap_or_default()
     }
 
-    fn event_bytes(&self, line: u32) -> Option<&[u8]> {
+    /// The JSON of event `line` (line boundaries are newlines, so the slice is always on characters).
+    fn event_text(&self, line: u32) -> Option<&str> {
         let (start, end) = *self.events.get(line as usize)?;
-        Some(&self.text[start as usize..end as usize])
+        self.text.get(start as usize..end as usize)
     }
 }
 
@@ -256,7 +257,12 @@ impl Shared {
             offset: position.offset,
             reason: format!("record does not decompress: {e}"),
         })?;
-        Ok(Arc::new(Decoded::new(text)))
+        let decoded = Decoded::new(text).map_err(|e| StoreError::Corruption {
+            file: path.clone(),
+            offset: position.offset,
+            reason: format!("record is not UTF-8: {e}"),
+        })?;
+        Ok(Arc::new(decoded))
     }
 
     /// Reads the records a page needs that are not in the cache, on the worker threads: a page of a large
@@ -314,10 +320,10 @@ impl Shared {
             offset: location.record.offset,
             reason,
         };
-        let bytes = decoded
-            .event_bytes(location.line)
+        let text = decoded
+            .event_text(location.line)
             .ok_or_else(|| corrupt(format!("record has no event {}", location.line)))?;
-        serde_json::from_slice(bytes)
+        serde_json::from_str(text)
             .map_err(|e| corrupt(format!("event {} does not parse: {e}", location.line)))
     }
 }
@@ -681,13 +687,14 @@ impl Recovery {
     fn decode(&self, position: RecordPosition, payload: &[u8]) -> Result<DecodedRecord> {
         let text = codec::decompress(payload)
             .map_err(|e| self.corrupt(position, format!("record does not decompress: {e}")))?;
-        let decoded = Decoded::new(text);
-        let header: RecordHeader = serde_json::from_slice(decoded.header())
+        let decoded = Decoded::new(text)
+            .map_err(|e| self.corrupt(position, format!("record is not UTF-8: {e}")))?;
+        let header: RecordHeader = serde_json::from_str(decoded.header())
             .map_err(|e| self.corrupt(position, format!("bad record header: {e}")))?;
         let mut events = Vec::with_capacity(decoded.events.len());
         for line in 0..decoded.events.len() as u32 {
-            let bytes = decoded.event_bytes(line).expect("line exists");
-            events.push(serde_json::from_slice(bytes).map_err(|e| {
+            let text = decoded.event_text(line).expect("line exists");
+            events.push(serde_json::from_str(text).map_err(|e| {
                 self.corrupt(position, format!("event {line} does not parse: {e}"))
             })?);
         }
@@ -896,8 +903,8 @@ impl EmbeddedStore {
                         .shared
                         .raw(entry.location)
                         .and_then(|(decoded, range)| {
-                            let bytes = &decoded.text[range.0 as usize..range.1 as usize];
-                            let event: Event = serde_json::from_slice(bytes).map_err(|e| {
+                            let text = &decoded.text[range.0 as usize..range.1 as usize];
+                            let event: Event = serde_json::from_str(text).map_err(|e| {
                                 self.shared
                                     .corrupt(entry.location, format!("event does not parse: {e}"))
                             })?;
@@ -958,18 +965,13 @@ impl EmbeddedStore {
             }
         };
         let range = self.shared.line_range(decoded, entry.location)?;
-        let json = std::str::from_utf8(&decoded.text[range.0 as usize..range.1 as usize]).map_err(
-            |_| {
-                self.shared
-                    .corrupt(entry.location, "event is not UTF-8".into())
-            },
-        )?;
-        Ok(RawEvent {
-            json: json.into(),
-            position: Position {
-                created_at: entry.created_at,
-                seq: u64::from(ordinal) + 1,
-            },
+        let position = Position {
+            created_at: entry.created_at,
+            seq: u64::from(ordinal) + 1,
+        };
+        RawEvent::new(decoded.text.clone(), range, position).ok_or_else(|| {
+            self.shared
+                .corrupt(entry.location, "event line out of its record".into())
         })
     }
 }
@@ -1882,10 +1884,10 @@ fn publish(shared: &Shared, batch: PublishBatch) {
             shared.wake_compactor();
         }
         if let Some(text) = texts[write.record].take() {
-            shared
-                .cache
-                .lock()
-                .put(position, Arc::new(Decoded::new(text)));
+            shared.cache.lock().put(
+                position,
+                Arc::new(Decoded::new(text).expect("records are written as UTF-8")),
+            );
         }
         for (line, event) in write.events.iter().enumerate() {
             let location = Location {

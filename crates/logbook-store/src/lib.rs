@@ -31,6 +31,7 @@ pub use error::{Result, StoreError};
 use logbook_core::event::{Event, NewEvent};
 use logbook_core::filter::query_string::{ListQuery, Order};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What the API returns for each ingested event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -73,16 +74,39 @@ pub struct Position {
 }
 
 /// A stored event as the API's JSON text (the engine keeps events in that form, so listings copy bytes
-/// instead of parsing and serializing again).
+/// instead of parsing and serializing again). It shares its record's text rather than copying its line.
 #[derive(Debug, Clone)]
 pub struct RawEvent {
-    pub json: Box<str>,
+    text: Arc<String>,
+    start: u32,
+    end: u32,
     pub position: Position,
 }
 
 impl RawEvent {
+    /// The event at bytes `start..end` of a record's text; `None` unless that range is within the text and on
+    /// character boundaries.
+    pub fn new(
+        text: Arc<String>,
+        (start, end): (u32, u32),
+        position: Position,
+    ) -> Option<RawEvent> {
+        text.get(start as usize..end as usize)?;
+        Some(RawEvent {
+            text,
+            start,
+            end,
+            position,
+        })
+    }
+
+    /// The event's JSON.
+    pub fn json(&self) -> &str {
+        &self.text[self.start as usize..self.end as usize]
+    }
+
     pub fn parse(&self) -> serde_json::Result<Event> {
-        serde_json::from_str(&self.json)
+        serde_json::from_str(self.json())
     }
 }
 

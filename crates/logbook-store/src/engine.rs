@@ -267,15 +267,13 @@ impl Shared {
 
     /// Reads the records a page needs that are not in the cache, on the worker threads: a page of a large
     /// tenant spans several blocks, whose decompression is most of the time of an export. Failures are left
-    /// for the caller's own read of the record to report.
-    fn warm(&self, positions: impl IntoIterator<Item = RecordPosition>) {
-        let mut missing: Vec<RecordPosition> = {
+    /// for the caller's own read of the record to report. The caller must hold no tenant's lock: the worker
+    /// threads may be waiting for one to index.
+    fn warm(&self, mut missing: Vec<RecordPosition>) {
+        {
             let cache = self.cache.lock();
-            positions
-                .into_iter()
-                .filter(|position| !cache.records.contains(position))
-                .collect()
-        };
+            missing.retain(|position| !cache.records.contains(position));
+        }
         missing.sort_unstable();
         missing.dedup();
         if let [position] = missing[..] {
@@ -999,20 +997,25 @@ impl EventStore for EmbeddedStore {
     }
 
     fn list(&self, tenant: &str, query: &ListQuery, after: Option<Position>) -> Result<Page> {
-        let Some(index) = self.shared.tenant(tenant) else {
+        let Some(tenant_index) = self.shared.tenant(tenant) else {
             return Ok(Page {
                 items: Vec::new(),
                 next: None,
             });
         };
-        let index = index.read();
+        let index = tenant_index.read();
         let mut keys = self.matching_keys(&index, query, after, query.limit + 1, None)?;
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
-        self.shared.warm(
-            keys.iter()
-                .map(|&(_, ordinal)| index.entry(ordinal).location.record),
-        );
+        let records = keys
+            .iter()
+            .map(|&(_, ordinal)| index.entry(ordinal).location.record)
+            .collect();
+        // Not under the tenant's lock (see `warm`). Ordinals stay valid; a record that compaction moves
+        // meanwhile is only read again from its new place.
+        drop(index);
+        self.shared.warm(records);
+        let index = tenant_index.read();
         let mut last = None;
         let items = keys
             .iter()
@@ -1094,11 +1097,11 @@ impl EventStore for EmbeddedStore {
         keys.sort_unstable_by(better);
         let has_more = keys.len() > query.limit;
         keys.truncate(query.limit);
-        self.shared.warm(
-            keys.iter().map(|&(_, number, ordinal)| {
-                tenants[number].1.read().entry(ordinal).location.record
-            }),
-        );
+        let records = keys
+            .iter()
+            .map(|&(_, number, ordinal)| tenants[number].1.read().entry(ordinal).location.record)
+            .collect();
+        self.shared.warm(records);
         let mut last = None;
         let items = keys
             .iter()

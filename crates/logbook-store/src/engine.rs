@@ -527,6 +527,7 @@ impl EmbeddedStore {
             Ok(())
         })?;
         recovery.apply(pending)?;
+        recovery.finish()?;
         let Recovery {
             tenants,
             request_keys,
@@ -668,46 +669,89 @@ struct Recovery {
     request_keys: HashMap<(String, String), StoredIdempotency>,
     event_keys: HashMap<(String, String), (Receipt, Millis)>,
     events: u64,
+    /// The last batch, decoded but not yet indexed: it is indexed while the next one decodes.
+    decoded: Option<Vec<DecodedRecord>>,
 }
 
 /// A decompressed and parsed record.
 type DecodedRecord = (RecordPosition, RecordHeader, Vec<Event>);
 
-impl Recovery {
-    fn corrupt(&self, position: RecordPosition, reason: String) -> StoreError {
-        StoreError::Corruption {
-            file: record_path(&self.wal_dir, &self.blocks_dir, position),
-            offset: position.offset,
-            reason,
-        }
+/// The error for a damaged record found during recovery.
+fn corrupt_record(
+    wal_dir: &Path,
+    blocks_dir: &Path,
+    position: RecordPosition,
+    reason: String,
+) -> StoreError {
+    StoreError::Corruption {
+        file: record_path(wal_dir, blocks_dir, position),
+        offset: position.offset,
+        reason,
     }
+}
 
-    fn decode(&self, position: RecordPosition, payload: &[u8]) -> Result<DecodedRecord> {
+/// Decompresses and parses a batch of records on the worker threads.
+fn decode_batch(
+    wal_dir: &Path,
+    blocks_dir: &Path,
+    batch: Vec<(RecordPosition, Vec<u8>)>,
+) -> Result<Vec<DecodedRecord>> {
+    let decode = |position: RecordPosition, payload: &[u8]| -> Result<DecodedRecord> {
+        let corrupt = |reason: String| corrupt_record(wal_dir, blocks_dir, position, reason);
         let text = codec::decompress(payload)
-            .map_err(|e| self.corrupt(position, format!("record does not decompress: {e}")))?;
-        let decoded = Decoded::new(text)
-            .map_err(|e| self.corrupt(position, format!("record is not UTF-8: {e}")))?;
+            .map_err(|e| corrupt(format!("record does not decompress: {e}")))?;
+        let decoded =
+            Decoded::new(text).map_err(|e| corrupt(format!("record is not UTF-8: {e}")))?;
         let header: RecordHeader = serde_json::from_str(decoded.header())
-            .map_err(|e| self.corrupt(position, format!("bad record header: {e}")))?;
+            .map_err(|e| corrupt(format!("bad record header: {e}")))?;
         let mut events = Vec::with_capacity(decoded.events.len());
         for line in 0..decoded.events.len() as u32 {
             let text = decoded.event_text(line).expect("line exists");
-            events.push(serde_json::from_str(text).map_err(|e| {
-                self.corrupt(position, format!("event {line} does not parse: {e}"))
-            })?);
+            events.push(
+                serde_json::from_str(text)
+                    .map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?,
+            );
         }
         Ok((position, header, events))
+    };
+    pool().install(|| {
+        batch
+            .par_iter()
+            .map(|(position, payload)| decode(*position, payload))
+            .collect()
+    })
+}
+
+impl Recovery {
+    fn corrupt(&self, position: RecordPosition, reason: String) -> StoreError {
+        corrupt_record(&self.wal_dir, &self.blocks_dir, position, reason)
     }
 
-    /// Decodes a batch of records on every core, then indexes them in log order.
+    /// Decodes a batch of records while the batch before it is indexed (both on the worker threads).
     fn apply(&mut self, batch: Vec<(RecordPosition, Vec<u8>)>) -> Result<()> {
-        let this = &*self;
-        let decoded: Vec<DecodedRecord> = pool().install(|| {
-            batch
-                .par_iter()
-                .map(|(position, payload)| this.decode(*position, payload))
-                .collect::<Result<_>>()
-        })?;
+        let ready = self.decoded.take();
+        let (wal_dir, blocks_dir) = (self.wal_dir.clone(), self.blocks_dir.clone());
+        let (decoded, indexed) = pool().install(|| {
+            rayon::join(
+                || decode_batch(&wal_dir, &blocks_dir, batch),
+                || ready.map_or(Ok(()), |ready| self.index(ready)),
+            )
+        });
+        indexed?;
+        self.decoded = Some(decoded?);
+        Ok(())
+    }
+
+    /// Indexes the last batch.
+    fn finish(&mut self) -> Result<()> {
+        match self.decoded.take() {
+            Some(ready) => self.index(ready),
+            None => Ok(()),
+        }
+    }
+
+    /// Indexes decoded records in log order: seq checks, idempotency keys, then each tenant's share.
+    fn index(&mut self, decoded: Vec<DecodedRecord>) -> Result<()> {
         // In log order: seq checks, idempotency keys, and each tenant's share of the batch.
         let mut per_tenant: HashMap<&str, Vec<(&Event, Location)>> = HashMap::new();
         for (position, header, events) in &decoded {

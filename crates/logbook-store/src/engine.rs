@@ -133,6 +133,9 @@ impl Decoded {
     }
 }
 
+/// A record being read: its result once read (`None` when the read failed).
+type Loading = OnceLock<Option<Arc<Decoded>>>;
+
 /// Decompressed records, least recently used first out, within a budget of bytes.
 struct RecordCache {
     records: LruCache<RecordPosition, Arc<Decoded>>,
@@ -178,7 +181,7 @@ struct Shared {
     files: RwLock<HashMap<(bool, u32), Arc<dyn StorageFile>>>,
     cache: Mutex<RecordCache>,
     /// Records being read, for callers that want one while another reads it.
-    loading: Mutex<HashMap<RecordPosition, Arc<OnceLock<Option<Arc<Decoded>>>>>>,
+    loading: Mutex<HashMap<RecordPosition, Arc<Loading>>>,
     events: AtomicU64,
     /// Set by the writer when the WAL is poisoned.
     write_failure: Mutex<Option<String>>,
@@ -210,7 +213,7 @@ impl Shared {
             .loading
             .lock()
             .entry(position)
-            .or_insert_with(|| Arc::new(OnceLock::new()))
+            .or_insert_with(|| Arc::new(Loading::new()))
             .clone();
         let loaded = loading
             .get_or_init(|| {

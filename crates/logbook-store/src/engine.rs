@@ -984,11 +984,10 @@ impl EmbeddedStore {
         let Ok(keys) = self.matching_keys(index, query, Some(next), query.limit, None) else {
             return;
         };
-        let mut positions: Vec<RecordPosition> = keys
+        let positions = keys
             .iter()
             .map(|&(_, ordinal)| index.entry(ordinal).location.record)
             .collect();
-        positions.dedup();
         let shared = self.shared.clone();
         pool().spawn(move || shared.warm(positions));
     }
@@ -1530,7 +1529,8 @@ fn write_plans(plans: &mut [Plan]) -> Vec<&mut WritePlan> {
         .collect()
 }
 
-/// The engine's worker threads (one per core, at most four), shared by the writer, the indexer and recovery.
+/// The engine's worker threads (one per core, at most four), shared by the writer, the indexer, listings and
+/// recovery.
 /// They live as long as the process: spawning threads per group cost the spawn and, worse, a fresh allocator
 /// heap each time, whose pages the kernel zeroed again and again.
 fn pool() -> &'static rayon::ThreadPool {
@@ -1878,7 +1878,7 @@ type TenantWork<'a> = (Arc<RwLock<TenantIndex>>, Vec<(&'a Event, Location)>);
 /// Adds each tenant's events to its index. Tenants are independent, so a large group with several tenants
 /// is split over the machine's cores (the indexer is otherwise the slowest stage of ingest).
 fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Location)>>) {
-    let work: Vec<TenantWork> = per_tenant
+    let mut work: Vec<TenantWork> = per_tenant
         .into_iter()
         .map(|(tenant, events)| {
             let index = match shared.tenant(tenant) {
@@ -1908,7 +1908,6 @@ fn index_in_parallel(shared: &Shared, per_tenant: HashMap<&str, Vec<(&Event, Loc
         return;
     }
     // Largest tenants first, so that the last task to finish is a small one.
-    let mut work = work;
     work.sort_unstable_by_key(|(_, events)| std::cmp::Reverse(events.len()));
     pool().install(|| work.par_iter().with_max_len(1).for_each(index_one));
 }

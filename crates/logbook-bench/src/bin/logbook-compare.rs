@@ -251,7 +251,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// Proportional set size of a process in KiB (shared pages split among the processes sharing them).
 /// CPU seconds a process has used (user and system, all threads), from `/proc/PID/stat`.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -263,6 +262,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / per_second)
 }
 
+/// Proportional set size of a process in KiB (shared pages split among the processes sharing them).
 fn pss_kib(pid: u32) -> Option<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     rollup

@@ -273,12 +273,14 @@ impl Shared {
     /// for the caller's own read of the record to report. The caller must hold no tenant's lock: the worker
     /// threads may be waiting for one to index.
     fn warm(&self, mut missing: Vec<RecordPosition>) {
+        // A page's events come in runs from the same record: one cache lookup per record, not per event.
+        missing.dedup();
+        missing.sort_unstable();
+        missing.dedup();
         {
             let cache = self.cache.lock();
             missing.retain(|position| !cache.records.contains(position));
         }
-        missing.sort_unstable();
-        missing.dedup();
         if let [position] = missing[..] {
             let _ = self.record(position);
             return;

@@ -109,6 +109,16 @@ enum Internal {
     /// Run the SQLite side on the work directory (the benchmark's SQLite process); prints JSON results.
     #[command(name = "__sqlite", hide = true)]
     Sqlite { work_dir: PathBuf, plan: PathBuf },
+    /// Run only the export against a server started with `__serve` on a work directory's data (for
+    /// profiling and comparing builds); prints events/s and the server's CPU time per event.
+    #[command(name = "__export", hide = true)]
+    Export {
+        port: u16,
+        work_dir: PathBuf,
+        /// The server's process id, for its CPU time.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }
 
 /// What every system needs to know about the workload.
@@ -653,28 +663,7 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
 
     // Export: every tenant's events, oldest first, as JSONL pages of 1000.
     let started = Instant::now();
-    let mut exported = 0u64;
-    for tenant in &plan.tenants {
-        let mut cursor = String::new();
-        loop {
-            let text = client
-                .get(format!(
-                    "{base}/v1/events?tenant={tenant}&format=jsonl&order=asc&limit=1000&cursor={cursor}"
-                ))
-                .bearer_auth(ADMIN)
-                .send()
-                .await?
-                .text()
-                .await?;
-            let mut lines: Vec<&str> = text.lines().collect();
-            let trailer: Value = serde_json::from_str(lines.pop().context("empty page")?)?;
-            exported += lines.len() as u64;
-            match trailer["next_cursor"].as_str() {
-                Some(next) => cursor = next.to_string(),
-                None => break,
-            }
-        }
-    }
+    let exported = export_logbook(&client, &base, &plan.tenants).await?;
     anyhow::ensure!(
         exported == total_events,
         "exported {exported} of {total_events}"
@@ -718,6 +707,34 @@ fn record_rate(report: &mut Value, key: &str, label: &str, unit: &str, count: f6
     let rate = count / seconds;
     report[key] = json!(rate);
     eprintln!("    {label}: {rate:.0}{unit}");
+}
+
+/// Pages through every tenant's events, oldest first, as JSONL pages of 1000, one request at a time; returns
+/// how many events it read.
+async fn export_logbook(client: &reqwest::Client, base: &str, tenants: &[String]) -> Result<u64> {
+    let mut exported = 0u64;
+    for tenant in tenants {
+        let mut cursor = String::new();
+        loop {
+            let text = client
+                .get(format!(
+                    "{base}/v1/events?tenant={tenant}&format=jsonl&order=asc&limit=1000&cursor={cursor}"
+                ))
+                .bearer_auth(ADMIN)
+                .send()
+                .await?
+                .text()
+                .await?;
+            let mut lines: Vec<&str> = text.lines().collect();
+            let trailer: Value = serde_json::from_str(lines.pop().context("empty page")?)?;
+            exported += lines.len() as u64;
+            match trailer["next_cursor"].as_str() {
+                Some(next) => cursor = next.to_string(),
+                None => break,
+            }
+        }
+    }
+    Ok(exported)
 }
 
 /// The part of a histogram response the benchmark reads.
@@ -1327,6 +1344,35 @@ fn main() -> Result<()> {
     match args.internal {
         Some(Internal::Serve { dir, port }) => {
             return tokio::runtime::Runtime::new()?.block_on(serve(dir, port));
+        }
+        Some(Internal::Export {
+            port,
+            work_dir,
+            pid,
+        }) => {
+            let plan: Plan = serde_json::from_slice(&std::fs::read(work_dir.join("plan.json"))?)?;
+            let client = reqwest::Client::new();
+            let base = format!("http://127.0.0.1:{port}");
+            let cpu_before = pid.and_then(cpu_seconds);
+            let started = Instant::now();
+            let exported = tokio::runtime::Runtime::new()?.block_on(export_logbook(
+                &client,
+                &base,
+                &plan.tenants,
+            ))?;
+            let seconds = started.elapsed().as_secs_f64();
+            print!(
+                "{exported} events, {:.0} events/s",
+                exported as f64 / seconds
+            );
+            if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu_seconds)) {
+                print!(
+                    ", {:.2} µs of server CPU per event",
+                    (after - before) * 1e6 / exported as f64
+                );
+            }
+            println!();
+            return Ok(());
         }
         Some(Internal::Sqlite { work_dir, plan }) => {
             let plan: Plan = serde_json::from_slice(&std::fs::read(plan)?)?;

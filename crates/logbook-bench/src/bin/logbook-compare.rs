@@ -13,6 +13,11 @@
 //! - **SQLite**: a child process (this binary, `__sqlite`) with a WAL-mode file (`synchronous=FULL`), the same
 //!   btree, a unique id, and `json_extract` for metadata filters (SQLite has no GIN).
 //!
+//! SQLite answers in-process, without a network or a response format. For the same comparison of engines,
+//! **engine** opens the data the Logbook phase left in a child process (this binary, `__engine`) and runs the
+//! query shapes and the export through the embedded engine's calls directly (reads only; its open time is the
+//! replay of the log).
+//!
 //! Figures: durable ingest events/s; one-event writes/s from `--single-clients` concurrent clients; p50/p99 of
 //! seven query shapes (each returns its rows to the client); JSONL export events/s of every tenant's events;
 //! bytes on disk per event including indexes; peak RSS of the storing process(es).
@@ -80,8 +85,9 @@ struct RunArgs {
     /// ...or fewer, if a shape has run this long.
     #[arg(long, default_value_t = 20)]
     shape_seconds: u64,
-    /// Systems to run, comma-separated: logbook, postgres, sqlite.
-    #[arg(long, default_value = "logbook,postgres,sqlite")]
+    /// Systems to run, comma-separated: logbook (the server over HTTP), engine (Logbook's engine called
+    /// in-process on the data the logbook phase wrote; reads only), postgres, sqlite.
+    #[arg(long, default_value = "logbook,engine,postgres,sqlite")]
     systems: String,
     /// PostgreSQL connection (it must allow creating and dropping database `logbook_bench`).
     #[arg(
@@ -109,6 +115,10 @@ enum Internal {
     /// Run the SQLite side on the work directory (the benchmark's SQLite process); prints JSON results.
     #[command(name = "__sqlite", hide = true)]
     Sqlite { work_dir: PathBuf, plan: PathBuf },
+    /// Run Logbook's engine in-process on the data the Logbook phase left (the benchmark's engine process);
+    /// prints JSON results.
+    #[command(name = "__engine", hide = true)]
+    Engine { work_dir: PathBuf, plan: PathBuf },
     /// Run only the export against a server started with `__serve` on a work directory's data (for
     /// profiling and comparing builds); prints events/s and the server's CPU time per event.
     #[command(name = "__export", hide = true)]
@@ -1230,13 +1240,168 @@ fn run_sqlite(work_dir: &Path, plan: &Plan) -> Result<Value> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Logbook's engine in-process
+
+/// The read figures of Logbook's embedded engine called in-process, as the SQLite baseline is (no network, no
+/// HTTP, no JSON response around the events): the data directory the Logbook phase left, opened by this
+/// process (the open replays the log and rebuilds the index), the same query shapes through the engine's
+/// `EventStore` calls, and the export as pages of 1000.
+fn run_engine(work_dir: &Path, plan: &Plan) -> Result<Value> {
+    use logbook_core::filter::query_string::RawQuery;
+    use logbook_store::{EmbeddedStore, EventStore, HistogramRequest, Position, StoreOptions};
+    let args = &plan.args;
+    let data_dir = work_dir.join("logbook-data");
+    anyhow::ensure!(
+        data_dir.exists(),
+        "{} does not exist: the engine phase reads what the logbook phase wrote (--systems logbook,engine)",
+        data_dir.display()
+    );
+    let mut report = json!({});
+    let started = Instant::now();
+    let store = EmbeddedStore::open(StoreOptions::new(&data_dir))?;
+    let open = started.elapsed().as_secs_f64();
+    report["open_seconds"] = json!(open);
+    eprintln!("    open (replay the log, rebuild the index): {open:.1} s");
+    let total_events = store.stats().events;
+    let now = now_millis();
+    let query = |text: &str| {
+        RawQuery::parse(text)
+            .to_list_query(now)
+            .map_err(|error| anyhow::anyhow!("{text}: {error:?}"))
+    };
+    // The deep page's position, as the HTTP client's cursor.
+    let newest = query("limit=50")?;
+    let mut after: Option<Position> = None;
+    for _ in 1..plan.deep_page {
+        after = store.list(BIG, &newest, after)?.next;
+    }
+    let deep = after.context("fewer pages than the deep page")?;
+    // Each event's JSON is read, as the SQLite client reads its value.
+    let read = |items: &[logbook_store::RawEvent]| -> usize {
+        items
+            .iter()
+            .filter(|item| item.json().ends_with('}'))
+            .count()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let mut queries = Vec::new();
+    for shape in SHAPES {
+        let (store, start) = (&store, plan.start_time);
+        let summary = runtime.block_on(time_shape(args, shape, |i| {
+            let (from, to) = Shape::day(start, i);
+            let result = (|| -> Result<usize> {
+                Ok(match shape {
+                    Shape::NewestPage => read(&store.list(BIG, &query("limit=50")?, None)?.items),
+                    Shape::OneDay => read(
+                        &store
+                            .list(BIG, &query(&format!("limit=50&since={from}&until={to}"))?, None)?
+                            .items,
+                    ),
+                    Shape::Type => read(
+                        &store
+                            .list(
+                                BIG,
+                                &query(&format!(
+                                    "limit=50&since={from}&until={to}&type=integration.error"
+                                ))?,
+                                None,
+                            )?
+                            .items,
+                    ),
+                    Shape::Metadata => read(
+                        &store
+                            .list(BIG, &query("limit=50&meta.channel=slack")?, None)?
+                            .items,
+                    ),
+                    Shape::AdminMetadata => {
+                        let page = store.list_all(&query("limit=50&meta.channel=slack")?, None)?;
+                        page.items
+                            .iter()
+                            .filter(|(_, item)| item.json().ends_with('}'))
+                            .count()
+                    }
+                    Shape::Page100 => {
+                        read(&store.list(BIG, &query("limit=50")?, Some(deep))?.items)
+                    }
+                    Shape::Histogram => {
+                        let request = HistogramRequest {
+                            interval_ms: 3_600_000,
+                            start,
+                            end: start + SPAN,
+                            group_by: Some(logbook_core::Field::Type),
+                            top: 1000,
+                        };
+                        let histogram = store.histogram(BIG, &query("")?, &request)?;
+                        // Non-zero (hour, type) cells, as the SQL baselines return them.
+                        histogram
+                            .buckets
+                            .iter()
+                            .flat_map(|bucket| &bucket.groups)
+                            .filter(|&&count| count > 0)
+                            .count()
+                    }
+                })
+            })();
+            async move { result }
+        }))?;
+        queries.push(summary);
+    }
+    report["queries"] = json!(queries);
+
+    // Export: every tenant's events, oldest first, as pages of 1000 written out as JSON lines.
+    let started = Instant::now();
+    let mut exported = 0u64;
+    let mut sink = Vec::with_capacity(1 << 20);
+    let oldest_first = query("order=asc&limit=1000")?;
+    for tenant in &plan.tenants {
+        let mut after = None;
+        loop {
+            let page = store.list(tenant, &oldest_first, after)?;
+            for item in &page.items {
+                sink.extend_from_slice(item.json().as_bytes());
+                sink.push(b'\n');
+                exported += 1;
+            }
+            if sink.len() > 1 << 20 {
+                sink.clear();
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    anyhow::ensure!(
+        exported == total_events,
+        "exported {exported} of {total_events}"
+    );
+    record_rate(
+        &mut report,
+        "export_events_per_second",
+        "export",
+        " events/s",
+        exported as f64,
+        started.elapsed().as_secs_f64(),
+    );
+    drop(store);
+    report["peak_rss_bytes"] = json!(status_kib(std::process::id(), "VmHWM:").unwrap_or(0) * 1024);
+    report["events"] = json!(total_events);
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // The table
 
 fn print_table(report: &Value) {
-    let systems = ["logbook", "postgres", "sqlite"];
-    let names = ["Logbook", "PostgreSQL", "SQLite"];
-    let present: Vec<usize> = (0..3)
+    let systems = ["logbook", "engine", "postgres", "sqlite"];
+    let names = ["Logbook", "Logbook engine, in-process", "PostgreSQL", "SQLite"];
+    let present: Vec<usize> = (0..systems.len())
         .filter(|&i| report.get(systems[i]).is_some())
+        .collect();
+    // (ours, theirs): the server against both baselines, and the in-process engine against in-process SQLite.
+    let ratios: Vec<(usize, usize)> = [(0, 2), (0, 3), (1, 3)]
+        .into_iter()
+        .filter(|(ours, theirs)| present.contains(ours) && present.contains(theirs))
         .collect();
     let mut header = "| figure |".to_string();
     let mut rule = "|---|".to_string();
@@ -1244,11 +1409,10 @@ fn print_table(report: &Value) {
         header.push_str(&format!(" {} |", names[i]));
         rule.push_str("---|");
     }
-    for &i in present.iter().skip(1) {
-        if present.contains(&0) {
-            header.push_str(&format!(" Logbook vs {} |", names[i]));
-            rule.push_str("---|");
-        }
+    for &(ours, theirs) in &ratios {
+        let ours = if ours == 0 { "Logbook" } else { "engine" };
+        header.push_str(&format!(" {ours} vs {} |", names[theirs]));
+        rule.push_str("---|");
     }
     println!("{header}\n{rule}");
     // (label, value getter, higher is better, formatter)
@@ -1290,8 +1454,12 @@ fn print_table(report: &Value) {
         "count",
     ));
     figures.push((
-        "restart after kill -9 until answering, s".into(),
-        Box::new(|r: &Value| r["restart_seconds"].as_f64()),
+        "restart after kill -9 until answering (engine: open), s".into(),
+        Box::new(|r: &Value| {
+            r["restart_seconds"]
+                .as_f64()
+                .or_else(|| r["open_seconds"].as_f64())
+        }),
         false,
         "ms",
     ));
@@ -1314,9 +1482,9 @@ fn print_table(report: &Value) {
                 None => " — |".into(),
             });
         }
-        if present.contains(&0) {
-            for &i in present.iter().skip(1) {
-                let ratio = match (values[0], values[i]) {
+        for &(ours, theirs) in &ratios {
+            {
+                let ratio = match (values[ours], values[theirs]) {
                     (Some(ours), Some(theirs)) if ours > 0.0 && theirs > 0.0 => {
                         let ratio = if higher_is_better {
                             ours / theirs
@@ -1374,6 +1542,12 @@ fn main() -> Result<()> {
             println!();
             return Ok(());
         }
+        Some(Internal::Engine { work_dir, plan }) => {
+            let plan: Plan = serde_json::from_slice(&std::fs::read(plan)?)?;
+            let report = run_engine(&work_dir, &plan)?;
+            println!("{report}");
+            return Ok(());
+        }
         Some(Internal::Sqlite { work_dir, plan }) => {
             let plan: Plan = serde_json::from_slice(&std::fs::read(plan)?)?;
             let report = run_sqlite(&work_dir, &plan)?;
@@ -1385,8 +1559,14 @@ fn main() -> Result<()> {
     let args = args.run;
     let systems: Vec<&str> = args.systems.split(',').map(str::trim).collect();
     for system in &systems {
-        if !["logbook", "postgres", "sqlite"].contains(system) {
-            bail!("unknown system `{system}`; expected logbook, postgres or sqlite");
+        if !["logbook", "engine", "postgres", "sqlite"].contains(system) {
+            bail!("unknown system `{system}`; expected logbook, engine, postgres or sqlite");
+        }
+    }
+    let position = |name: &str| systems.iter().position(|system| *system == name);
+    if let Some(engine) = position("engine") {
+        if !position("logbook").is_some_and(|logbook| logbook < engine) {
+            bail!("the engine phase reads the data the logbook phase writes: list logbook before engine");
         }
     }
     let temporary = tempfile::tempdir()?;
@@ -1428,18 +1608,18 @@ fn main() -> Result<()> {
         let result = match *system {
             "logbook" => runtime.block_on(run_logbook(&plan, &work_dir))?,
             "postgres" => runtime.block_on(run_postgres(&plan, &work_dir))?,
-            _ => {
+            child => {
                 std::fs::write(&plan_path, serde_json::to_vec(&plan)?)?;
                 let output = Command::new(std::env::current_exe()?)
                     .args([
-                        "__sqlite",
+                        if child == "engine" { "__engine" } else { "__sqlite" },
                         work_dir.to_str().context("path")?,
                         plan_path.to_str().context("path")?,
                     ])
                     .stderr(Stdio::inherit())
                     .output()?;
                 if !output.status.success() {
-                    bail!("the SQLite process failed: {}", output.status);
+                    bail!("the {child} process failed: {}", output.status);
                 }
                 serde_json::from_slice(&output.stdout)?
             }

@@ -1294,7 +1294,11 @@ fn run_engine(work_dir: &Path, plan: &Plan) -> Result<Value> {
                     Shape::NewestPage => read(&store.list(BIG, &query("limit=50")?, None)?.items),
                     Shape::OneDay => read(
                         &store
-                            .list(BIG, &query(&format!("limit=50&since={from}&until={to}"))?, None)?
+                            .list(
+                                BIG,
+                                &query(&format!("limit=50&since={from}&until={to}"))?,
+                                None,
+                            )?
                             .items,
                     ),
                     Shape::Type => read(
@@ -1394,7 +1398,12 @@ fn run_engine(work_dir: &Path, plan: &Plan) -> Result<Value> {
 
 fn print_table(report: &Value) {
     let systems = ["logbook", "engine", "postgres", "sqlite"];
-    let names = ["Logbook", "Logbook engine, in-process", "PostgreSQL", "SQLite"];
+    let names = [
+        "Logbook",
+        "Logbook engine, in-process",
+        "PostgreSQL",
+        "SQLite",
+    ];
     let present: Vec<usize> = (0..systems.len())
         .filter(|&i| report.get(systems[i]).is_some())
         .collect();
@@ -1565,7 +1574,7 @@ fn main() -> Result<()> {
     }
     let position = |name: &str| systems.iter().position(|system| *system == name);
     if let Some(engine) = position("engine") {
-        if !position("logbook").is_some_and(|logbook| logbook < engine) {
+        if position("logbook").is_none_or(|logbook| logbook >= engine) {
             bail!("the engine phase reads the data the logbook phase writes: list logbook before engine");
         }
     }
@@ -1612,7 +1621,11 @@ fn main() -> Result<()> {
                 std::fs::write(&plan_path, serde_json::to_vec(&plan)?)?;
                 let output = Command::new(std::env::current_exe()?)
                     .args([
-                        if child == "engine" { "__engine" } else { "__sqlite" },
+                        if child == "engine" {
+                            "__engine"
+                        } else {
+                            "__sqlite"
+                        },
                         work_dir.to_str().context("path")?,
                         plan_path.to_str().context("path")?,
                     ])

@@ -674,18 +674,7 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     // Export: every tenant's events, oldest first, as JSONL pages of 1000.
     let started = Instant::now();
     let exported = export_logbook(&client, &base, &plan.tenants).await?;
-    anyhow::ensure!(
-        exported == total_events,
-        "exported {exported} of {total_events}"
-    );
-    record_rate(
-        &mut report,
-        "export_events_per_second",
-        "export",
-        " events/s",
-        exported as f64,
-        started.elapsed().as_secs_f64(),
-    );
+    record_export(&mut report, exported, total_events, started)?;
 
     report["peak_rss_bytes"] = json!(status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
     drop(server); // SIGKILL
@@ -710,6 +699,20 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     report["bytes_per_event"] = json!(directory_bytes(&data_dir) as f64 / total_events as f64);
     report["events"] = json!(total_events);
     Ok(report)
+}
+
+/// Checks that an export read every event, and records its rate.
+fn record_export(report: &mut Value, exported: u64, total: u64, started: Instant) -> Result<()> {
+    anyhow::ensure!(exported == total, "exported {exported} of {total}");
+    record_rate(
+        report,
+        "export_events_per_second",
+        "export",
+        " events/s",
+        exported as f64,
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(())
 }
 
 /// Records `count / seconds` in the report under `key` and prints it as `label: N<unit>`.
@@ -995,18 +998,7 @@ async fn run_postgres(plan: &Plan, work_dir: &Path) -> Result<Value> {
             exported += chunk?.iter().filter(|&&b| b == b'\n').count() as u64;
         }
     }
-    anyhow::ensure!(
-        exported == total_events,
-        "exported {exported} of {total_events}"
-    );
-    record_rate(
-        &mut report,
-        "export_events_per_second",
-        "export",
-        " events/s",
-        exported as f64,
-        started.elapsed().as_secs_f64(),
-    );
+    record_export(&mut report, exported, total_events, started)?;
 
     report["peak_rss_bytes"] = json!(memory.stop());
     let bytes: i64 = db
@@ -1217,18 +1209,7 @@ fn run_sqlite(work_dir: &Path, plan: &Plan) -> Result<Value> {
             }
         }
     }
-    anyhow::ensure!(
-        exported == total_events,
-        "exported {exported} of {total_events}"
-    );
-    record_rate(
-        &mut report,
-        "export_events_per_second",
-        "export",
-        " events/s",
-        exported as f64,
-        started.elapsed().as_secs_f64(),
-    );
+    record_export(&mut report, exported, total_events, started)?;
 
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     drop(db);
@@ -1375,18 +1356,7 @@ fn run_engine(work_dir: &Path, plan: &Plan) -> Result<Value> {
             }
         }
     }
-    anyhow::ensure!(
-        exported == total_events,
-        "exported {exported} of {total_events}"
-    );
-    record_rate(
-        &mut report,
-        "export_events_per_second",
-        "export",
-        " events/s",
-        exported as f64,
-        started.elapsed().as_secs_f64(),
-    );
+    record_export(&mut report, exported, total_events, started)?;
     drop(store);
     report["peak_rss_bytes"] = json!(status_kib(std::process::id(), "VmHWM:").unwrap_or(0) * 1024);
     report["events"] = json!(total_events);

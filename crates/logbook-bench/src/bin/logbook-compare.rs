@@ -1258,11 +1258,8 @@ fn run_engine(work_dir: &Path, plan: &Plan) -> Result<Value> {
     }
     let deep = after.context("fewer pages than the deep page")?;
     // Each event's JSON is read, as the SQLite client reads its value.
-    let read = |items: &[logbook_store::RawEvent]| -> usize {
-        items
-            .iter()
-            .filter(|item| item.json().ends_with('}'))
-            .count()
+    let read = |items: &mut dyn Iterator<Item = &logbook_store::RawEvent>| -> usize {
+        items.filter(|item| item.json().ends_with('}')).count()
     };
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let mut queries = Vec::new();
@@ -1270,44 +1267,25 @@ fn run_engine(work_dir: &Path, plan: &Plan) -> Result<Value> {
         let (store, start) = (&store, plan.start_time);
         let summary = runtime.block_on(time_shape(args, shape, |i| {
             let (from, to) = Shape::day(start, i);
+            let list = |text: &str, after: Option<Position>| -> Result<usize> {
+                Ok(read(
+                    &mut store.list(BIG, &query(text)?, after)?.items.iter(),
+                ))
+            };
             let result = (|| -> Result<usize> {
                 Ok(match shape {
-                    Shape::NewestPage => read(&store.list(BIG, &query("limit=50")?, None)?.items),
-                    Shape::OneDay => read(
-                        &store
-                            .list(
-                                BIG,
-                                &query(&format!("limit=50&since={from}&until={to}"))?,
-                                None,
-                            )?
-                            .items,
-                    ),
-                    Shape::Type => read(
-                        &store
-                            .list(
-                                BIG,
-                                &query(&format!(
-                                    "limit=50&since={from}&until={to}&type=integration.error"
-                                ))?,
-                                None,
-                            )?
-                            .items,
-                    ),
-                    Shape::Metadata => read(
-                        &store
-                            .list(BIG, &query("limit=50&meta.channel=slack")?, None)?
-                            .items,
-                    ),
+                    Shape::NewestPage => list("limit=50", None)?,
+                    Shape::OneDay => list(&format!("limit=50&since={from}&until={to}"), None)?,
+                    Shape::Type => list(
+                        &format!("limit=50&since={from}&until={to}&type=integration.error"),
+                        None,
+                    )?,
+                    Shape::Metadata => list("limit=50&meta.channel=slack", None)?,
                     Shape::AdminMetadata => {
                         let page = store.list_all(&query("limit=50&meta.channel=slack")?, None)?;
-                        page.items
-                            .iter()
-                            .filter(|(_, item)| item.json().ends_with('}'))
-                            .count()
+                        read(&mut page.items.iter().map(|(_, item)| item))
                     }
-                    Shape::Page100 => {
-                        read(&store.list(BIG, &query("limit=50")?, Some(deep))?.items)
-                    }
+                    Shape::Page100 => list("limit=50", Some(deep))?,
                     Shape::Histogram => {
                         let request = HistogramRequest {
                             interval_ms: 3_600_000,

@@ -48,8 +48,16 @@ fn json_text<T: serde::Serialize>(value: &T, empty: bool) -> String {
 /// The header row and one row per event, CRLF-terminated.
 pub fn render(events: &[Event]) -> String {
     let mut out = String::with_capacity(events.len() * 600 + 200);
-    out.push_str(&COLUMNS.join(","));
-    out.push_str("\r\n");
+    render_into(&mut out, events, true);
+    out
+}
+
+/// Appends one row per event to `out`, after the header row if `header`.
+pub fn render_into(out: &mut String, events: &[Event], header: bool) {
+    if header {
+        out.push_str(&COLUMNS.join(","));
+        out.push_str("\r\n");
+    }
     for event in events {
         let actor = event.actor.as_ref();
         let entity = event.entity.as_ref();
@@ -82,9 +90,8 @@ pub fn render(events: &[Event]) -> String {
             if position > 0 {
                 out.push(',');
             }
-            field(&mut out, cell);
+            field(out, cell);
         }
         out.push_str("\r\n");
     }
-    out
 }

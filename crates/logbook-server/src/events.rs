@@ -371,6 +371,189 @@ pub async fn list_events(
     render_page(format, &items, next_cursor, has_more)
 }
 
+/// Events per page an export reads from the store; the stream sends each page as one chunk.
+const EXPORT_PAGE: usize = 1000;
+/// Pages an export reads ahead of what the connection has taken.
+const EXPORT_CHUNKS_AHEAD: usize = 4;
+
+/// `GET /v1/events/export`
+#[utoipa::path(get, path = "/v1/events/export", tag = "events",
+    params(
+        ("format" = Option<String>, Query, description = "jsonl (default) or csv; or Accept: text/csv"),
+        ("order" = Option<String>, Query, description = "desc (default) or asc"),
+        ("since" = Option<String>, Query, description = "Start, inclusive"),
+        ("until" = Option<String>, Query, description = "End, exclusive"),
+        ("tenant" = Option<String>, Query, description = "Tenant to export (admin key; without it the admin exports every tenant)"),
+        ("q" = Option<String>, Query, description = "Every filter of GET /v1/events applies")),
+    responses(
+        (status = 200, description = "Every matching event, streamed: one JSON object per line, or CSV with one header row", content_type = "application/x-ndjson"),
+        (status = 400, body = crate::openapi::ErrorBody)))]
+pub async fn export_events(
+    State(state): State<AppState>,
+    caller: Scoped<Read>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let pairs = QueryPairs::parse(query.as_deref().unwrap_or(""));
+    for name in ["limit", "take", "cursor"] {
+        if pairs.get(name).is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                format!("`{name}` does not apply to an export, which streams every matching event; narrow it with since, until or filters, or page with GET /v1/events"),
+            ));
+        }
+    }
+    let now = now_millis();
+    let mut list_query = pairs.to_list_query(now)?;
+    let format = match list_query.format {
+        Some(Format::Jsonl) => Format::Jsonl,
+        Some(Format::Csv) => Format::Csv,
+        Some(Format::Json) => {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                "an export is JSON lines (`format=jsonl`) or CSV (`format=csv`); for JSON pages use GET /v1/events",
+            ))
+        }
+        None if format_from_accept(&headers) == Format::Csv => Format::Csv,
+        None => Format::Jsonl,
+    };
+    let all_tenants = caller.is_admin() && list_query.tenant.is_none();
+    let tenant = if all_tenants {
+        None
+    } else {
+        Some(caller.tenant(list_query.tenant.as_deref())?)
+    };
+    list_query.filter =
+        logbook_core::Filter::and(vec![list_query.filter, caller.pinned_filter(now)?]);
+    list_query.limit = EXPORT_PAGE;
+    let mut pages = ExportPages {
+        store: state.store.clone(),
+        tenant,
+        query: list_query,
+        after: None,
+        after_all: None,
+        done: false,
+        format,
+        wrote_header: false,
+    };
+    // The first page is read before answering, so that an unknown tenant or a failing store is a status
+    // code, not a cut-off stream.
+    let (first, pages) = tokio::task::spawn_blocking(move || {
+        let first = pages.next_chunk();
+        (first, pages)
+    })
+    .await
+    .map_err(|_| ApiError::internal())?;
+    let first = first?;
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(EXPORT_CHUNKS_AHEAD);
+    if let Some(first) = first {
+        // Capacity is at least one and the channel is new: this does not wait.
+        let _ = sender.try_send(Ok(first));
+        let mut pages = pages;
+        tokio::task::spawn_blocking(move || {
+            while !pages.done {
+                let chunk = match pages.next_chunk() {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::error!(error = %error.message, "an export stopped part-way; its connection is cut off");
+                        Err(std::io::Error::other("the export stopped part-way"))
+                    }
+                };
+                let failed = chunk.is_err();
+                // A closed channel is a client that went away.
+                if sender.blocking_send(chunk).is_err() || failed {
+                    break;
+                }
+            }
+        });
+    }
+    let stream = futures_util::stream::poll_fn(move |context| receiver.poll_recv(context));
+    let (content_type, extension) = match format {
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        _ => ("application/x-ndjson", "jsonl"),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"logbook-export.{extension}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// The pages of an export, read one at a time and rendered as one chunk each.
+struct ExportPages {
+    store: std::sync::Arc<dyn logbook_store::EventStore>,
+    /// `None`: the deployment admin's export of every tenant.
+    tenant: Option<String>,
+    query: logbook_core::filter::query_string::ListQuery,
+    after: Option<Position>,
+    after_all: Option<TenantPosition>,
+    done: bool,
+    format: Format,
+    wrote_header: bool,
+}
+
+impl ExportPages {
+    /// The next page, rendered; `None` once every event has been sent.
+    fn next_chunk(&mut self) -> ApiResult<Option<bytes::Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        let items = match &self.tenant {
+            Some(tenant) => {
+                let page = self.store.list(tenant, &self.query, self.after)?;
+                self.after = page.next;
+                self.done = page.next.is_none();
+                page.items
+            }
+            None => {
+                let page = self.store.list_all(&self.query, self.after_all.as_ref())?;
+                self.done = page.next.is_none();
+                self.after_all = page.next;
+                page.items.into_iter().map(|(_, item)| item).collect()
+            }
+        };
+        let mut chunk = String::with_capacity(
+            items
+                .iter()
+                .map(|item| item.json().len() + 1)
+                .sum::<usize>()
+                + 256,
+        );
+        match self.format {
+            Format::Csv => {
+                let events: Vec<Event> = items
+                    .iter()
+                    .map(RawEvent::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|error| {
+                        tracing::error!(%error, "a stored event does not parse");
+                        ApiError::internal()
+                    })?;
+                crate::csv::render_into(&mut chunk, &events, !self.wrote_header);
+                self.wrote_header = true;
+            }
+            _ => {
+                for item in &items {
+                    chunk.push_str(item.json());
+                    chunk.push('\n');
+                }
+            }
+        }
+        if chunk.is_empty() && self.done {
+            return Ok(None);
+        }
+        Ok(Some(bytes::Bytes::from(chunk)))
+    }
+}
+
 fn format_from_accept(headers: &HeaderMap) -> Format {
     let accept = headers
         .get(header::ACCEPT)

@@ -2,7 +2,7 @@
 //! `tower::ServiceExt::oneshot`, without a socket).
 //!
 //! Routes (the contract is `shared/API.md`; the OpenAPI description is served at `/openapi.json`):
-//! `POST/GET /v1/events`, `GET /v1/events/histogram`, `GET /v1/events/{id}`, `POST/GET /v1/tenants`, `GET /v1/tenants/{tenant}`,
+//! `POST/GET /v1/events`, `GET /v1/events/histogram`, `GET /v1/events/export`, `GET /v1/events/{id}`, `POST/GET /v1/tenants`, `GET /v1/tenants/{tenant}`,
 //! `GET /v1/entity-types`, `POST /v1/tenants/{tenant}/viewer-tokens`, `POST/GET /v1/tenants/{tenant}/keys`, `DELETE /v1/tenants/{tenant}/keys/{id}`, `GET /healthz`,
 //! `GET /metrics`, `GET /openapi.json`.
 //! Blocking storage work (reads, catalog writes) runs on the blocking pool (`spawn_blocking`); appends are queued
@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
                 .fallback(events::immutable),
         )
         .route("/v1/events/histogram", get(events::histogram))
+        .route("/v1/events/export", get(events::export_events))
         .route(
             "/v1/events/{id}",
             get(events::get_event).fallback(events::immutable),

@@ -166,6 +166,7 @@ impl Modify for BearerAuth {
         crate::events::list_events,
         crate::events::get_event,
         crate::events::histogram,
+        crate::events::export_events,
         crate::admin::create_tenant,
         crate::admin::list_tenants,
         crate::admin::get_tenant,

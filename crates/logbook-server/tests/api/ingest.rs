@@ -361,6 +361,7 @@ async fn openapi_describes_every_route_and_matches_the_checked_in_copy() {
         ("/v1/events", &["get", "post"][..]),
         ("/v1/events/{id}", &["get"]),
         ("/v1/events/histogram", &["get"]),
+        ("/v1/events/export", &["get"]),
         ("/v1/tenants", &["get", "post"]),
         ("/v1/tenants/{tenant}", &["get"]),
         ("/v1/tenants/{tenant}/keys", &["get", "post"]),

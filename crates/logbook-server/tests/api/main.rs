@@ -4,6 +4,7 @@ mod support;
 
 mod audit;
 mod auth_and_tenants;
+mod export;
 mod faults;
 mod filters;
 mod histogram;

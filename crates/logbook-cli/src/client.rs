@@ -42,11 +42,11 @@ impl Client {
         }
     }
 
-    /// Sends and returns the body, or an error carrying the API's error message.
-    pub async fn send(
+    /// Sends and returns the response if it is a success, or an error carrying the API's error message.
+    pub async fn send_streaming(
         &self,
         builder: reqwest::RequestBuilder,
-    ) -> Result<(reqwest::StatusCode, String)> {
+    ) -> Result<reqwest::Response> {
         let response = builder.send().await.map_err(|error| {
             if error.is_connect() || error.is_timeout() {
                 anyhow!(Unreachable(self.base.clone()))
@@ -55,28 +55,42 @@ impl Client {
             }
         })?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let body = response
             .text()
             .await
             .context("failed to read the response")?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|value| {
-                    let error = value.get("error")?;
-                    Some(format!(
-                        "{} ({}){}",
-                        error.get("message")?.as_str()?,
-                        error.get("code")?.as_str()?,
-                        error
-                            .get("details")
-                            .map(|d| format!(" {d}"))
-                            .unwrap_or_default()
-                    ))
-                })
-                .unwrap_or(body);
-            return Err(anyhow!("the server answered {status}: {message}"));
-        }
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|value| {
+                let error = value.get("error")?;
+                Some(format!(
+                    "{} ({}){}",
+                    error.get("message")?.as_str()?,
+                    error.get("code")?.as_str()?,
+                    error
+                        .get("details")
+                        .map(|d| format!(" {d}"))
+                        .unwrap_or_default()
+                ))
+            })
+            .unwrap_or(body);
+        Err(anyhow!("the server answered {status}: {message}"))
+    }
+
+    /// Sends and returns the body, or an error carrying the API's error message.
+    pub async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String)> {
+        let response = self.send_streaming(builder).await?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .context("failed to read the response")?;
         Ok((status, body))
     }
 

@@ -2,8 +2,8 @@
 
 use crate::client::Client;
 use crate::config::{
-    Cli, Command, DemoArgs, FileConfig, IngestArgs, KeysCommand, OutputFormat, QueryArgs,
-    ReindexArgs, ServeArgs, TenantsCommand,
+    Cli, Command, DemoArgs, ExportArgs, ExportFormat, FileConfig, IngestArgs, KeysCommand,
+    OutputFormat, QueryArgs, ReindexArgs, Selection, ServeArgs, TenantsCommand,
 };
 use crate::output;
 use anyhow::{bail, Context, Result};
@@ -24,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Ingest(args) => ingest(args).await,
         Command::Query(args) => query(args).await,
+        Command::Export(args) => export(args).await,
         Command::Tenants(command) => tenants(command).await,
         Command::Keys(command) => keys(command).await,
         Command::Demo(args) => demo(args).await,
@@ -212,30 +213,112 @@ async fn ingest(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-async fn query(args: QueryArgs) -> Result<()> {
-    let client = Client::new(&args.remote)?;
+/// The query parameters of a selection.
+fn selection_pairs(selection: &Selection) -> Result<Vec<(String, String)>> {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    if let Some(q) = &args.q {
+    if let Some(q) = &selection.q {
         pairs.push(("q".into(), q.clone()));
     }
     for (name, value) in [
-        ("since", &args.since),
-        ("until", &args.until),
-        ("tenant", &args.tenant),
+        ("since", &selection.since),
+        ("until", &selection.until),
+        ("tenant", &selection.tenant),
     ] {
         if let Some(value) = value {
             pairs.push((name.into(), value.clone()));
         }
     }
-    if args.asc {
+    if selection.asc {
         pairs.push(("order".into(), "asc".into()));
     }
-    for filter in &args.filters {
+    for filter in &selection.filters {
         let (name, value) = filter
             .split_once('=')
             .with_context(|| format!("--filter `{filter}` must be KEY=VALUE"))?;
         pairs.push((name.into(), value.into()));
     }
+    Ok(pairs)
+}
+
+/// Streams `GET /v1/events/export` to standard output or a file, counting events on a spinner.
+async fn export(args: ExportArgs) -> Result<()> {
+    let client = Client::new(&args.remote)?;
+    let mut pairs = selection_pairs(&args.selection)?;
+    let csv = args.format == ExportFormat::Csv;
+    pairs.push(("format".into(), if csv { "csv" } else { "jsonl" }.into()));
+    let mut response = client
+        .send_streaming(
+            client
+                .request(Method::GET, "/v1/events/export")
+                .query(&pairs),
+        )
+        .await?;
+    let partial = args.output.as_ref().map(|path| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".partial");
+        PathBuf::from(name)
+    });
+    let mut out: Box<dyn Write> = match &partial {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("failed to create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let progress = progress_bar(None);
+    // Lines: events for JSONL; for CSV, rows plus the header (a CSV cell may hold a line break, so the
+    // count is of line ends outside quotes).
+    let mut lines = 0u64;
+    let mut in_quotes = false;
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(error) => {
+                drop(out);
+                bail!(
+                    "the export was cut off after {} events: {error}; nothing is complete{}",
+                    lines.saturating_sub(u64::from(csv)),
+                    partial
+                        .as_ref()
+                        .map(|path| format!(" (the part received is in {})", path.display()))
+                        .unwrap_or_default()
+                );
+            }
+        };
+        for &byte in chunk.iter() {
+            match byte {
+                b'"' if csv => in_quotes = !in_quotes,
+                b'\n' if !in_quotes => lines += 1,
+                _ => {}
+            }
+        }
+        progress.set_position(lines.saturating_sub(u64::from(csv)));
+        out.write_all(&chunk)
+            .context("failed to write the export")?;
+    }
+    out.flush().context("failed to write the export")?;
+    drop(out);
+    progress.finish_and_clear();
+    let events = lines.saturating_sub(u64::from(csv));
+    if let (Some(partial), Some(path)) = (&partial, &args.output) {
+        std::fs::rename(partial, path).with_context(|| {
+            format!(
+                "failed to rename {} to {}",
+                partial.display(),
+                path.display()
+            )
+        })?;
+        eprintln!("exported {events} events to {}", path.display());
+    } else if std::io::stderr().is_terminal() {
+        eprintln!("exported {events} events");
+    }
+    Ok(())
+}
+
+async fn query(args: QueryArgs) -> Result<()> {
+    let client = Client::new(&args.remote)?;
+    let pairs = selection_pairs(&args.selection)?;
     let format = args.format.unwrap_or(if output::stdout_is_terminal() {
         OutputFormat::Table
     } else {

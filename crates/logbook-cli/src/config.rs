@@ -56,6 +56,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// List events, newest first, as a table on a terminal or JSON when piped.
     Query(QueryArgs),
+    /// Export every matching event as JSON lines or CSV, streamed to standard output or a file.
+    Export(ExportArgs),
     /// Manage tenants (admin key).
     #[command(subcommand)]
     Tenants(TenantsCommand),
@@ -135,8 +137,15 @@ pub enum OutputFormat {
     Csv,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// The parameters that choose events, shared by `query` and `export`.
 #[derive(Args, Debug)]
-pub struct QueryArgs {
+pub struct Selection {
     /// Query in the q= syntax, e.g. `action:DELETED entity.type:card -actor.id:system "renamed"`.
     pub q: Option<String>,
     /// Only events created at or after this time (RFC 3339, epoch ms, or relative like 1h, 7d, now-15m).
@@ -145,21 +154,41 @@ pub struct QueryArgs {
     /// Only events created before this time.
     #[arg(long)]
     pub until: Option<String>,
-    /// Most events to show (follows cursors past 1000).
-    #[arg(long, default_value_t = 50)]
-    pub limit: usize,
     /// Oldest first instead of newest first.
     #[arg(long)]
     pub asc: bool,
     /// Extra filter parameters as `key=value`, e.g. `--filter bot_id=bot_1 --filter 'filter[seq][gt]=10'`.
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
+    /// Tenant to read; with the admin key, leave it out to read every tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ExportFormat,
+    /// Write to this file instead of standard output (written as FILE.partial and renamed when complete).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Most events to show (follows cursors past 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
     /// Output format; default: table on a terminal, JSON otherwise.
     #[arg(long, value_enum)]
     pub format: Option<OutputFormat>,
-    /// Tenant to read (needed with the admin key).
-    #[arg(long)]
-    pub tenant: Option<String>,
     #[command(flatten)]
     pub remote: Remote,
 }

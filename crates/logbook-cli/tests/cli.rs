@@ -223,6 +223,115 @@ fn a_session_with_the_cli() {
 }
 
 #[test]
+fn export_streams_every_event_to_standard_output_or_a_file() {
+    let server = start();
+    let url = server.url.as_str();
+    let mut keys = Vec::new();
+    for tenant in ["acme", "globex"] {
+        json_output(&logbook(url, ADMIN, &["tenants", "create", tenant], None));
+        let key = json_output(&logbook(
+            url,
+            ADMIN,
+            &["keys", "create", tenant, "--scopes", "ingest,read"],
+            None,
+        ));
+        keys.push(key["key"].as_str().unwrap().to_string());
+    }
+    // 2,500 events (three of the export's internal pages); a description with a comma, a quote and a line
+    // break, so CSV rows hold quoted line breaks.
+    let lines: String = (0..2500)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"cli.{}\",\"description\":\"row {i}, \\\"quoted\\\"\\nsecond line\"}}\n",
+                i % 2
+            )
+        })
+        .collect();
+    let ingest = logbook(
+        url,
+        &keys[0],
+        &["ingest", "-", "--batch-size", "500"],
+        Some(&lines),
+    );
+    assert!(
+        ingest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ingest.stderr)
+    );
+    logbook(
+        url,
+        &keys[1],
+        &["ingest", "-"],
+        Some("{\"type\":\"globex.only\"}\n"),
+    );
+
+    // JSON lines to standard output, oldest first, every event once.
+    let jsonl = logbook(url, &keys[0], &["export", "--asc"], None);
+    assert!(
+        jsonl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&jsonl.stderr)
+    );
+    let seqs: Vec<u64> = String::from_utf8(jsonl.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=2500).collect::<Vec<u64>>());
+    let odd = logbook(url, &keys[0], &["export", "type:cli.1"], None);
+    assert_eq!(String::from_utf8(odd.stdout).unwrap().lines().count(), 1250);
+
+    // CSV to a file: one header row, quoted line breaks kept; written whole, no partial file left.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acme.csv");
+    let csv = logbook(
+        url,
+        &keys[0],
+        &[
+            "export",
+            "--format",
+            "csv",
+            "--asc",
+            "--output",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        csv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&csv.stderr)
+    );
+    assert!(String::from_utf8_lossy(&csv.stderr).contains("exported 2500 events"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(reader.headers().unwrap().get(1), Some("seq"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2500);
+    assert_eq!(rows[2499].get(1), Some("2500"));
+    assert_eq!(rows[0].get(14), Some("row 0, \"quoted\"\nsecond line"));
+    assert!(!dir.path().join("acme.csv.partial").exists());
+
+    // The admin key without --tenant exports every tenant; a tenant key sees only its own.
+    let every = logbook(url, ADMIN, &["export"], None);
+    assert_eq!(
+        String::from_utf8(every.stdout).unwrap().lines().count(),
+        2501
+    );
+    let theirs = logbook(url, &keys[1], &["export"], None);
+    assert_eq!(String::from_utf8(theirs.stdout).unwrap().lines().count(), 1);
+
+    // A parameter an export does not take: the server's message, exit code 1.
+    let refused = logbook(url, &keys[0], &["export", "--filter", "limit=5"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("`limit` does not apply"));
+}
+
+#[test]
 fn exit_codes_for_usage_errors_and_unreachable_servers() {
     let usage = logbook(
         "http://127.0.0.1:9",

@@ -372,7 +372,7 @@ pub async fn list_events(
 }
 
 /// Events per page an export reads from the store; the stream sends each page as one chunk.
-const EXPORT_PAGE: usize = 1000;
+const EXPORT_PAGE: usize = 4096;
 /// Pages an export reads ahead of what the connection has taken.
 const EXPORT_CHUNKS_AHEAD: usize = 4;
 

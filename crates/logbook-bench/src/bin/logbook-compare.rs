@@ -19,8 +19,9 @@
 //! replay of the log).
 //!
 //! Figures: durable ingest events/s; one-event writes/s from `--single-clients` concurrent clients; p50/p99 of
-//! seven query shapes (each returns its rows to the client); JSONL export events/s of every tenant's events;
-//! bytes on disk per event including indexes; peak RSS of the storing process(es).
+//! seven query shapes (each returns its rows to the client); JSONL export events/s of every tenant's events
+//! (Logbook: `GET /v1/events/export`, one streamed response per tenant, and separately the listing's pages of
+//! 1000 following cursors); bytes on disk per event including indexes; peak RSS of the storing process(es).
 //!
 //! Run: `cargo run --release -p logbook-bench --bin logbook-compare -- --events 1000000`
 
@@ -128,6 +129,9 @@ enum Internal {
         /// The server's process id, for its CPU time.
         #[arg(long)]
         pid: Option<u32>,
+        /// Streamed exports, or the listing's pages.
+        #[arg(long, value_enum, default_value = "stream")]
+        way: ExportWay,
     },
 }
 
@@ -638,7 +642,7 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
                 .await?;
             anyhow::ensure!(response.status().is_success(), "{url}: {}", response.status());
             let text = response.bytes().await?;
-            Ok(text.iter().filter(|&&byte| byte == b'\n').count() - 1)
+            Ok(line_ends(&text) - 1)
         })
         .await?;
         queries.push(summary);
@@ -671,10 +675,25 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
         );
     }
 
-    // Export: every tenant's events, oldest first, as JSONL pages of 1000.
+    // Export: every tenant's events, oldest first, as JSON lines: one streamed export per tenant (as the other
+    // systems stream one query per tenant), then the same through the listing's pages of 1000.
     let started = Instant::now();
-    let exported = export_logbook(&client, &base, &plan.tenants).await?;
+    let exported = export_logbook(&client, &base, &plan.tenants, ExportWay::Stream).await?;
     record_export(&mut report, exported, total_events, started)?;
+    let started = Instant::now();
+    let exported = export_logbook(&client, &base, &plan.tenants, ExportWay::Pages).await?;
+    anyhow::ensure!(
+        exported == total_events,
+        "paged through {exported} of {total_events}"
+    );
+    record_rate(
+        &mut report,
+        "export_pages_events_per_second",
+        "export as pages of 1000",
+        " events/s",
+        exported as f64,
+        started.elapsed().as_secs_f64(),
+    );
 
     report["peak_rss_bytes"] = json!(status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
     drop(server); // SIGKILL
@@ -701,6 +720,12 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     Ok(report)
 }
 
+/// How many line ends `bytes` holds (the clients count JSON lines this way; a byte-at-a-time count was a
+/// tenth of the machine during an export).
+fn line_ends(bytes: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', bytes).count()
+}
+
 /// Checks that an export read every event, and records its rate.
 fn record_export(report: &mut Value, exported: u64, total: u64, started: Instant) -> Result<()> {
     anyhow::ensure!(exported == total, "exported {exported} of {total}");
@@ -722,11 +747,36 @@ fn record_rate(report: &mut Value, key: &str, label: &str, unit: &str, count: f6
     eprintln!("    {label}: {rate:.0}{unit}");
 }
 
-/// Pages through every tenant's events, oldest first, as JSONL pages of 1000, one request at a time; returns
-/// how many events it read.
-async fn export_logbook(client: &reqwest::Client, base: &str, tenants: &[String]) -> Result<u64> {
+/// How the benchmark reads a Logbook export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ExportWay {
+    /// `GET /v1/events/export`, one streamed response per tenant.
+    Stream,
+    /// `GET /v1/events` as JSONL pages of 1000, one request at a time, following cursors.
+    Pages,
+}
+
+/// Reads every tenant's events, oldest first, as JSON lines; returns how many events it read.
+async fn export_logbook(
+    client: &reqwest::Client,
+    base: &str,
+    tenants: &[String],
+    way: ExportWay,
+) -> Result<u64> {
     let mut exported = 0u64;
     for tenant in tenants {
+        if way == ExportWay::Stream {
+            let mut response = client
+                .get(format!("{base}/v1/events/export?tenant={tenant}&order=asc"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await?
+                .error_for_status()?;
+            while let Some(chunk) = response.chunk().await? {
+                exported += line_ends(&chunk) as u64;
+            }
+            continue;
+        }
         let mut cursor = String::new();
         loop {
             let text = client
@@ -995,7 +1045,7 @@ async fn run_postgres(plan: &Plan, work_dir: &Path) -> Result<Value> {
             .await?;
         pin_mut!(stream);
         while let Some(chunk) = stream.next().await {
-            exported += chunk?.iter().filter(|&&b| b == b'\n').count() as u64;
+            exported += line_ends(&chunk?) as u64;
         }
     }
     record_export(&mut report, exported, total_events, started)?;
@@ -1405,6 +1455,12 @@ fn print_table(report: &Value) {
         "count",
     ));
     figures.push((
+        "JSONL export as pages of 1,000 (Logbook over HTTP), events/s".into(),
+        Box::new(|r: &Value| r["export_pages_events_per_second"].as_f64()),
+        true,
+        "count",
+    ));
+    figures.push((
         "bytes on disk per event (with indexes)".into(),
         Box::new(|r: &Value| r["bytes_per_event"].as_f64()),
         false,
@@ -1474,6 +1530,7 @@ fn main() -> Result<()> {
             port,
             work_dir,
             pid,
+            way,
         }) => {
             let plan: Plan = serde_json::from_slice(&std::fs::read(work_dir.join("plan.json"))?)?;
             let client = reqwest::Client::new();
@@ -1484,6 +1541,7 @@ fn main() -> Result<()> {
                 &client,
                 &base,
                 &plan.tenants,
+                way,
             ))?;
             let seconds = started.elapsed().as_secs_f64();
             print!(

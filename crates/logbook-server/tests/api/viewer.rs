@@ -44,6 +44,22 @@ async fn a_viewer_token_pinned_to_one_actor_sees_only_that_actor() {
         labels(&server.list_all(&token, "action=updated", 10).await),
         ["mine too"]
     );
+    // The export applies the pinned filter too, and cannot widen it either.
+    let exported: Vec<serde_json::Value> = server
+        .get("/v1/events/export?order=asc", &token)
+        .await
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mut exported = labels(&exported);
+    exported.sort();
+    assert_eq!(exported, ["mine", "mine too"]);
+    let widened = server
+        .get("/v1/events/export?q=-actor.id%3Au_1", &token)
+        .await;
+    assert_eq!(widened.status, StatusCode::OK);
+    assert!(widened.body.is_empty(), "{}", widened.text());
     let histogram = server
         .get("/v1/events/histogram?interval=1h", &token)
         .await

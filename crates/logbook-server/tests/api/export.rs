@@ -272,3 +272,91 @@ async fn an_export_during_ingest_neither_repeats_nor_skips() {
     }
     writer.await.unwrap();
 }
+
+/// A store error part-way through an export cuts the response off: the body ends in an error, never as if the
+/// export were complete. The error is real: bytes of the oldest log segment are overwritten on disk after the
+/// store opened, and the record cache holds one record, so the export's last page reads the damaged file.
+#[tokio::test]
+async fn a_store_error_part_way_cuts_the_export_off() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use logbook_server::{AppState, ServerConfig};
+    use logbook_store::{EmbeddedStore, EventStore, StoreOptions};
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.segment_bytes = 64 << 10;
+    options.cache_bytes = 1;
+    options.background_compaction = false;
+    let store = EmbeddedStore::open(options).unwrap();
+    store.ensure_admin_key(Some(ADMIN)).unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let server = TestServer::from_router(logbook_server::router(AppState::new(
+        store,
+        ServerConfig::default(),
+    )));
+    let key = server.tenant("acme", &["ingest", "read"]).await;
+    // 6,000 events in time order, in records of 500: the oldest record holds events 1 to 500.
+    let base = logbook_core::time::now_millis() - 3_600_000;
+    let events: Vec<Value> = (0..6000)
+        .map(|i| json!({"type": "a", "created_at": base + i * 100, "metadata": {"n": i}}))
+        .collect();
+    for chunk in events.chunks(500) {
+        server.ingest(&key, json!(chunk)).await;
+    }
+    let complete = lines(&server.get("/v1/events/export", &key).await);
+    assert_eq!(
+        complete.len(),
+        6000,
+        "the export is whole before the damage"
+    );
+
+    // Newest first, the oldest record is read by the last of the export's two pages: damage its start.
+    let oldest = dir.path().join("wal").join(format!("{:08}.wal", 1));
+    let mut bytes = std::fs::read(&oldest).unwrap();
+    assert!(bytes.len() > 1024, "the oldest segment holds records");
+    bytes[64..320].fill(0xA5);
+    std::fs::write(&oldest, &bytes).unwrap();
+
+    let response = server
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/v1/events/export")
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the first page was whole"
+    );
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let mut failed = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        failed,
+        "the body ends in an error, not as a complete export"
+    );
+    let text = String::from_utf8(received).unwrap();
+    let sent = text.lines().count();
+    assert!(
+        (4096..6000).contains(&sent),
+        "whole pages before the damage, not all: {sent}"
+    );
+    assert!(text.ends_with('\n'), "only whole lines are sent");
+}

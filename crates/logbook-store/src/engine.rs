@@ -712,8 +712,9 @@ fn decode_batch(
         let mut events = Vec::with_capacity(decoded.events.len());
         for line in 0..decoded.events.len() as u32 {
             let text = decoded.event_text(line).expect("line exists");
+            // Only the index reads these events (and drops them): `changes` is not kept.
             events.push(
-                serde_json::from_str(text)
+                Event::from_stored_json_for_index(text)
                     .map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?,
             );
         }

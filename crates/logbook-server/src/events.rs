@@ -520,32 +520,13 @@ impl ExportPages {
                 page.items.into_iter().map(|(_, item)| item).collect()
             }
         };
-        let mut chunk = String::with_capacity(
-            items
-                .iter()
-                .map(|item| item.json().len() + 1)
-                .sum::<usize>()
-                + 256,
-        );
+        let mut chunk = String::new();
         match self.format {
             Format::Csv => {
-                let events: Vec<Event> = items
-                    .iter()
-                    .map(RawEvent::parse)
-                    .collect::<Result<_, _>>()
-                    .map_err(|error| {
-                        tracing::error!(%error, "a stored event does not parse");
-                        ApiError::internal()
-                    })?;
-                crate::csv::render_into(&mut chunk, &events, !self.wrote_header);
+                crate::csv::render_into(&mut chunk, &parse_items(&items)?, !self.wrote_header);
                 self.wrote_header = true;
             }
-            _ => {
-                for item in &items {
-                    chunk.push_str(item.json());
-                    chunk.push('\n');
-                }
-            }
+            _ => chunk = json_lines(&items, 0),
         }
         if chunk.is_empty() && self.done {
             return Ok(None);
@@ -602,16 +583,7 @@ fn render_page(
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Format::Jsonl => {
-            let mut body = String::with_capacity(
-                64 + items
-                    .iter()
-                    .map(|item| item.json().len() + 1)
-                    .sum::<usize>(),
-            );
-            for item in items {
-                body.push_str(item.json());
-                body.push('\n');
-            }
+            let mut body = json_lines(items, 64);
             body.push_str(&trailer.to_string());
             body.push('\n');
             with_paging_headers(
@@ -621,15 +593,7 @@ fn render_page(
             )
         }
         Format::Csv => {
-            let events: Vec<Event> = items
-                .iter()
-                .map(RawEvent::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|error| {
-                    tracing::error!(%error, "a stored event does not parse");
-                    ApiError::internal()
-                })?;
-            let body = crate::csv::render(&events);
+            let body = crate::csv::render(&parse_items(items)?);
             with_paging_headers(
                 ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
                 &next_cursor,
@@ -638,6 +602,34 @@ fn render_page(
         }
     };
     Ok(response)
+}
+
+/// The stored events as JSON lines, with room for `extra` bytes more.
+fn json_lines(items: &[RawEvent], extra: usize) -> String {
+    let mut lines = String::with_capacity(
+        extra
+            + items
+                .iter()
+                .map(|item| item.json().len() + 1)
+                .sum::<usize>(),
+    );
+    for item in items {
+        lines.push_str(item.json());
+        lines.push('\n');
+    }
+    lines
+}
+
+/// The stored events parsed (for CSV's columns); a stored event that does not parse is the server's fault.
+fn parse_items(items: &[RawEvent]) -> ApiResult<Vec<Event>> {
+    items
+        .iter()
+        .map(RawEvent::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|error| {
+            tracing::error!(%error, "a stored event does not parse");
+            ApiError::internal()
+        })
 }
 
 fn with_paging_headers(

@@ -244,31 +244,7 @@ async fn an_export_during_ingest_neither_repeats_nor_skips() {
                 .get(&format!("/v1/events/export?order={order}"), &key)
                 .await,
         );
-        let seqs: Vec<u64> = exported
-            .iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect();
-        let unique: HashSet<u64> = seqs.iter().copied().collect();
-        assert_eq!(unique.len(), seqs.len(), "no event is repeated ({order})");
-        assert!(
-            (1..=2600).all(|seq| unique.contains(&seq)),
-            "none skipped ({order})"
-        );
-        let keys: Vec<(String, u64)> = exported
-            .iter()
-            .map(|e| {
-                (
-                    e["created_at"].as_str().unwrap().to_string(),
-                    e["seq"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        if order == "desc" {
-            sorted.reverse();
-        }
-        assert_eq!(keys, sorted, "in order ({order})");
+        assert_whole_and_ordered(&exported, &(1..=2600).collect(), order);
     }
     writer.await.unwrap();
 }

@@ -34,31 +34,7 @@ async fn page_through_while_ingesting(order: &str) {
     };
     let seen = server.list_all(&key, &format!("order={order}"), 37).await;
     writer.await.unwrap();
-    let seqs: Vec<u64> = seen
-        .iter()
-        .map(|event| event["seq"].as_u64().unwrap())
-        .collect();
-    let unique: HashSet<u64> = seqs.iter().copied().collect();
-    assert_eq!(unique.len(), seqs.len(), "no event is repeated");
-    assert!(
-        existing.is_subset(&unique),
-        "no event that existed before paging is skipped"
-    );
-    let keys: Vec<(String, u64)> = seen
-        .iter()
-        .map(|e| {
-            (
-                e["created_at"].as_str().unwrap().to_string(),
-                e["seq"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    if order == "desc" {
-        sorted.reverse();
-    }
-    assert_eq!(keys, sorted, "pages are in order");
+    assert_whole_and_ordered(&seen, &existing, order);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

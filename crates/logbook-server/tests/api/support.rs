@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use logbook_server::{AppState, ServerConfig};
 use logbook_store::{EmbeddedStore, EventStore, StoreOptions};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -176,6 +177,36 @@ impl TestServer {
             }
         }
     }
+}
+
+/// Asserts that `events` holds no event twice, holds every seq of `existing`, and is in listing order
+/// (`created_at`, then `seq`; reversed for `desc`).
+pub fn assert_whole_and_ordered(events: &[Value], existing: &HashSet<u64>, order: &str) {
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|event| event["seq"].as_u64().unwrap())
+        .collect();
+    let unique: HashSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "no event is repeated ({order})");
+    assert!(
+        existing.is_subset(&unique),
+        "no event that existed before is skipped ({order})"
+    );
+    let keys: Vec<(String, u64)> = events
+        .iter()
+        .map(|event| {
+            (
+                event["created_at"].as_str().unwrap().to_string(),
+                event["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    if order == "desc" {
+        sorted.reverse();
+    }
+    assert_eq!(keys, sorted, "in order ({order})");
 }
 
 /// `metadata.label` of each event, in order.

@@ -450,6 +450,8 @@ pub async fn export_events(
     if let Some(first) = first {
         // Capacity is at least one and the channel is new: this does not wait.
         let _ = sender.try_send(Ok(first));
+    }
+    if !pages.done {
         let mut pages = pages;
         tokio::task::spawn_blocking(move || {
             while !pages.done {

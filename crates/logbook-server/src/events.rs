@@ -436,8 +436,8 @@ pub async fn export_events(
         format,
         wrote_header: false,
     };
-    // The first page is read before answering, so that an unknown tenant or a failing store is a status
-    // code, not a cut-off stream.
+    // The first page is read before answering, so that a store that fails at once is a status code, not a
+    // cut-off stream.
     let (first, pages) = tokio::task::spawn_blocking(move || {
         let first = pages.next_chunk();
         (first, pages)
@@ -522,14 +522,15 @@ impl ExportPages {
                 page.items.into_iter().map(|(_, item)| item).collect()
             }
         };
-        let mut chunk = String::new();
-        match self.format {
+        let chunk = match self.format {
             Format::Csv => {
-                crate::csv::render_into(&mut chunk, &parse_items(&items)?, !self.wrote_header);
+                let mut rows = String::new();
+                crate::csv::render_into(&mut rows, &parse_items(&items)?, !self.wrote_header);
                 self.wrote_header = true;
+                rows
             }
-            _ => chunk = json_lines(&items, 0),
-        }
+            _ => json_lines(&items, 0),
+        };
         if chunk.is_empty() && self.done {
             return Ok(None);
         }

@@ -2,16 +2,27 @@
 //! index.
 //!
 //! Ordinals arrive in increasing order, and many sets are one run (a field every event has; an hour's events
-//! when they arrive in time order) or one ordinal (an identifier seen once). Such a set is two integers. After
-//! its first gap it becomes a roaring bitmap. Adding to the bitmap does not use roaring's `try_push`: on a
-//! bitmap container that reads the container backwards from its end to find the maximum, up to 8 KiB per
-//! added ordinal. The set remembers its last ordinal and how many ordinals its last container holds instead,
-//! and pushes onto an array container (cheap) or sets the bit of a bitmap container.
+//! when they arrive in time order) or one ordinal (an identifier seen once). Such a set is two integers. Most
+//! of the others are small (an identifier seen a few times): up to [`LIST_LIMIT`] ordinals are a sorted list
+//! of `u32` behind one thin pointer. A roaring bitmap costs more than that for a few ordinals: its container
+//! vector, an array per container (a set spread over a large tenant's ordinals has one container per 65,536
+//! of them), and the bookkeeping below. Past the limit the set becomes a roaring bitmap. Adding to the bitmap
+//! does not use roaring's `try_push`: on a bitmap container that reads the container backwards from its end
+//! to find the maximum, up to 8 KiB per added ordinal. The set remembers its last ordinal and how many
+//! ordinals its last container holds instead, and pushes onto an array container (cheap) or sets the bit of
+//! a bitmap container.
+//!
+//! The set is 16 bytes, so a term dictionary entry is a short string and 16 bytes.
 
 use roaring::RoaringBitmap;
+use thin_vec::ThinVec;
 
 /// Roaring's largest array container; a container with more ordinals is a bitmap.
 const ARRAY_LIMIT: u32 = 4096;
+
+/// The most ordinals a list holds; one more makes it a bitmap. A list of 128 takes 528 bytes; a bitmap of
+/// 128 ordinals in one container about 300, in 16 containers (a large tenant's rare term) about 1,000.
+pub const LIST_LIMIT: usize = 128;
 
 #[derive(Debug, Clone)]
 pub enum Ordinals {
@@ -20,7 +31,9 @@ pub enum Ordinals {
         start: u32,
         end: u32,
     },
-    Bitmap(Tail),
+    /// At least two and at most [`LIST_LIMIT`] ordinals, ascending, that are not one run.
+    List(ThinVec<u32>),
+    Bitmap(Box<Tail>),
 }
 
 #[derive(Debug, Clone)]
@@ -54,18 +67,24 @@ impl Ordinals {
             }
             Ordinals::Run { end, .. } if ordinal == *end => *end += 1,
             Ordinals::Run { start, end } if (*start..*end).contains(&ordinal) => {}
+            Ordinals::Run { start, end } if ((*end - *start) as usize) < LIST_LIMIT => {
+                let mut list: ThinVec<u32> = ThinVec::with_capacity((*end - *start) as usize + 1);
+                list.extend(*start..*end);
+                insert_sorted(&mut list, ordinal);
+                *self = Ordinals::List(list);
+            }
             Ordinals::Run { start, end } => {
                 let mut bitmap = RoaringBitmap::new();
                 bitmap.insert_range(*start..*end);
-                let last = *end - 1;
-                let in_last_container = bitmap.range_cardinality(last & !0xFFFF..=last) as u32;
-                let mut tail = Tail {
-                    bitmap,
-                    last,
-                    in_last_container,
-                };
-                tail.push(ordinal);
-                *self = Ordinals::Bitmap(tail);
+                *self = Ordinals::Bitmap(Tail::new(bitmap, ordinal));
+            }
+            Ordinals::List(list) if list.len() < LIST_LIMIT => insert_sorted(list, ordinal),
+            Ordinals::List(list) => {
+                if list.binary_search(&ordinal).is_err() {
+                    let bitmap = RoaringBitmap::from_sorted_iter(list.iter().copied())
+                        .expect("a list is sorted and without repeats");
+                    *self = Ordinals::Bitmap(Tail::new(bitmap, ordinal));
+                }
             }
             Ordinals::Bitmap(tail) => tail.push(ordinal),
         }
@@ -74,6 +93,7 @@ impl Ordinals {
     pub fn len(&self) -> u64 {
         match self {
             Ordinals::Run { start, end } => u64::from(end - start),
+            Ordinals::List(list) => list.len() as u64,
             Ordinals::Bitmap(tail) => tail.bitmap.len(),
         }
     }
@@ -88,6 +108,9 @@ impl Ordinals {
             Ordinals::Run { start, end } => {
                 out.insert_range(*start..*end);
             }
+            Ordinals::List(list) => {
+                out.extend(list.iter().copied());
+            }
             Ordinals::Bitmap(tail) => *out |= &tail.bitmap,
         }
     }
@@ -99,6 +122,8 @@ impl Ordinals {
                 self.add_to(&mut bitmap);
                 bitmap
             }
+            Ordinals::List(list) => RoaringBitmap::from_sorted_iter(list.iter().copied())
+                .expect("a list is sorted and without repeats"),
             Ordinals::Bitmap(tail) => tail.bitmap.clone(),
         }
     }
@@ -108,21 +133,54 @@ impl Ordinals {
         match self {
             Ordinals::Run { start, end } if start == end => 0,
             Ordinals::Run { start, end } => other.range_cardinality(*start..*end),
+            Ordinals::List(list) => list
+                .iter()
+                .filter(|&&ordinal| other.contains(ordinal))
+                .count() as u64,
             Ordinals::Bitmap(tail) => tail.bitmap.intersection_len(other),
         }
     }
 
     /// The ordinals, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        let (run, bitmap) = match self {
-            Ordinals::Run { start, end } => (*start..*end, None),
-            Ordinals::Bitmap(tail) => (0..0, Some(tail.bitmap.iter())),
+        let (run, list, bitmap) = match self {
+            Ordinals::Run { start, end } => (*start..*end, &[][..], None),
+            Ordinals::List(list) => (0..0, &list[..], None),
+            Ordinals::Bitmap(tail) => (0..0, &[][..], Some(tail.bitmap.iter())),
         };
-        run.chain(bitmap.into_iter().flatten())
+        run.chain(list.iter().copied())
+            .chain(bitmap.into_iter().flatten())
+    }
+}
+
+/// Adds `ordinal` to a sorted list unless it is there: a push when it is the largest.
+fn insert_sorted(list: &mut ThinVec<u32>, ordinal: u32) {
+    match list.last() {
+        Some(&last) if ordinal > last => list.push(ordinal),
+        _ => {
+            if let Err(at) = list.binary_search(&ordinal) {
+                list.insert(at, ordinal);
+            }
+        }
     }
 }
 
 impl Tail {
+    /// A bitmap's bookkeeping, then `ordinal` added.
+    fn new(bitmap: RoaringBitmap, ordinal: u32) -> Box<Tail> {
+        let last = bitmap
+            .max()
+            .expect("a set becomes a bitmap when it has ordinals");
+        let in_last_container = bitmap.range_cardinality(last & !0xFFFF..=last) as u32;
+        let mut tail = Box::new(Tail {
+            bitmap,
+            last,
+            in_last_container,
+        });
+        tail.push(ordinal);
+        tail
+    }
+
     fn push(&mut self, ordinal: u32) {
         if ordinal <= self.last {
             self.bitmap.insert(ordinal);
@@ -189,6 +247,31 @@ mod tests {
             let probe = RoaringBitmap::from_iter((0..400_000).step_by(7));
             prop_assert_eq!(ordinals.intersection_len(&probe), reference.intersection_len(&probe));
         }
+    }
+
+    #[test]
+    fn a_few_ordinals_are_a_list_until_the_limit() {
+        let mut ordinals = Ordinals::one(10);
+        ordinals.push(10);
+        ordinals.push(12);
+        ordinals.push(11);
+        ordinals.push(3);
+        assert!(matches!(&ordinals, Ordinals::List(list) if list[..] == [3, 10, 11, 12]));
+        for ordinal in 0..LIST_LIMIT as u32 * 2 {
+            ordinals.push(ordinal * 3);
+            let expected = (0..=ordinal)
+                .map(|o| o * 3)
+                .chain([3, 10, 11, 12])
+                .collect::<RoaringBitmap>();
+            assert_eq!(ordinals.to_bitmap(), expected);
+            assert_eq!(
+                matches!(ordinals, Ordinals::List(_)),
+                expected.len() as usize <= LIST_LIMIT,
+                "{} ordinals",
+                expected.len()
+            );
+        }
+        assert_eq!(std::mem::size_of::<Ordinals>(), 16);
     }
 
     #[test]

@@ -654,7 +654,7 @@ impl EmbeddedStore {
         for (_, index) in tenants {
             let index = index.read();
             for ordinal in 0..index.len() as u32 {
-                visit(&self.shared.load(index.entry(ordinal).location)?);
+                visit(&self.shared.load(index.entry(ordinal).location())?);
             }
         }
         Ok(())
@@ -949,12 +949,12 @@ impl EmbeddedStore {
                 if !candidates.exact {
                     let checked = self
                         .shared
-                        .raw(entry.location)
+                        .raw(entry.location())
                         .and_then(|(decoded, range)| {
                             let text = &decoded.text[range.0 as usize..range.1 as usize];
                             let event: Event = serde_json::from_str(text).map_err(|e| {
                                 self.shared
-                                    .corrupt(entry.location, format!("event does not parse: {e}"))
+                                    .corrupt(entry.location(), format!("event does not parse: {e}"))
                             })?;
                             Ok(query.filter.matches(&event))
                         });
@@ -989,7 +989,7 @@ impl EmbeddedStore {
         };
         let positions = keys
             .iter()
-            .map(|&(_, ordinal)| index.entry(ordinal).location.record)
+            .map(|&(_, ordinal)| index.entry(ordinal).location().record)
             .collect();
         let shared = self.shared.clone();
         pool().spawn(move || shared.warm(positions));
@@ -1005,20 +1005,20 @@ impl EmbeddedStore {
     ) -> Result<RawEvent> {
         let entry = index.entry(ordinal);
         let decoded = match last {
-            Some((position, decoded)) if *position == entry.location.record => decoded,
+            Some((position, decoded)) if *position == entry.location().record => decoded,
             _ => {
-                let decoded = self.shared.record(entry.location.record)?;
-                &last.insert((entry.location.record, decoded)).1
+                let decoded = self.shared.record(entry.location().record)?;
+                &last.insert((entry.location().record, decoded)).1
             }
         };
-        let range = self.shared.line_range(decoded, entry.location)?;
+        let range = self.shared.line_range(decoded, entry.location())?;
         let position = Position {
             created_at: entry.created_at,
             seq: u64::from(ordinal) + 1,
         };
         RawEvent::new(decoded.text.clone(), range, position).ok_or_else(|| {
             self.shared
-                .corrupt(entry.location, "event line out of its record".into())
+                .corrupt(entry.location(), "event line out of its record".into())
         })
     }
 }
@@ -1040,7 +1040,7 @@ impl EventStore for EmbeddedStore {
         };
         let index = index.read();
         match index.ordinal_of_id(id) {
-            Some(ordinal) => Ok(Some(self.shared.load(index.entry(ordinal).location)?)),
+            Some(ordinal) => Ok(Some(self.shared.load(index.entry(ordinal).location())?)),
             None => Ok(None),
         }
     }
@@ -1058,7 +1058,7 @@ impl EventStore for EmbeddedStore {
         keys.truncate(query.limit);
         let records = keys
             .iter()
-            .map(|&(_, ordinal)| index.entry(ordinal).location.record)
+            .map(|&(_, ordinal)| index.entry(ordinal).location().record)
             .collect();
         // Not under the tenant's lock (see `warm`). Ordinals stay valid; a record that compaction moves
         // meanwhile is only read again from its new place.
@@ -1148,7 +1148,7 @@ impl EventStore for EmbeddedStore {
         keys.truncate(query.limit);
         let records = keys
             .iter()
-            .map(|&(_, number, ordinal)| tenants[number].1.read().entry(ordinal).location.record)
+            .map(|&(_, number, ordinal)| tenants[number].1.read().entry(ordinal).location().record)
             .collect();
         self.shared.warm(records);
         let mut last = None;
@@ -1280,7 +1280,7 @@ impl EventStore for EmbeddedStore {
                 Order::Asc,
                 |ordinal| {
                     if !candidates.exact {
-                        match self.shared.load(index.entry(ordinal).location) {
+                        match self.shared.load(index.entry(ordinal).location()) {
                             Ok(event) if query.filter.matches(&event) => {}
                             Ok(_) => return true,
                             Err(error) => {
@@ -1328,7 +1328,7 @@ impl EventStore for EmbeddedStore {
                 // Not fully indexed: read the values from the events themselves.
                 let mut by_value: HashMap<String, RoaringBitmap> = HashMap::new();
                 for ordinal in &matching {
-                    let event = self.shared.load(index.entry(ordinal).location)?;
+                    let event = self.shared.load(index.entry(ordinal).location())?;
                     for value in field_values(&event, field) {
                         by_value.entry(value).or_default().insert(ordinal);
                     }

@@ -2,8 +2,8 @@
 //!
 //! Events of a tenant are numbered by ordinal `seq - 1` (seq is dense per tenant). The index keeps:
 //! - `entries[ordinal]`: created_at, the id (a ULID) and where the body is in the log, in 40 bytes;
-//! - `by_time`: the set of `(created_at, ordinal)`, which is the listing order (`created_at`, then `seq`), and
-//!   how an id is found (its ULID time is `created_at`);
+//! - `by_time`: the set of `(created_at, ordinal)` ([`TimeOrder`]), which is the listing order (`created_at`,
+//!   then `seq`), and how an id is found (its ULID time is `created_at`);
 //! - `fields[number]`, for every text field, resource and context key and metadata path: a `present` set
 //!   (ordinals where the field exists) and a term dictionary of typed values (text hashed; numbers ordered;
 //!   booleans and null apart) mapping each value to its ordinals, so that eq, in, ranges, prefix, contains
@@ -22,6 +22,7 @@
 //! stored event, so the index only ever changes speed, never results.
 
 use crate::ordinals::Ordinals;
+use crate::time_order::TimeOrder;
 use crate::wal::RecordPosition;
 use compact_str::CompactString;
 use logbook_core::event::{event_id_value, Event};
@@ -33,7 +34,7 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 /// Longest value indexed as a term; longer values make their field unindexed for the tenant.
@@ -362,7 +363,7 @@ impl Candidates {
 #[derive(Default)]
 pub struct TenantIndex {
     entries: Vec<Entry>,
-    by_time: BTreeSet<(i64, u32)>,
+    by_time: TimeOrder,
     /// Per field, numbered in order of first appearance: where it is present, and its term dictionary.
     fields: Vec<FieldIndex>,
     /// The number of each field, for queries.
@@ -435,8 +436,12 @@ impl TenantIndex {
         let key = event_id_value(id)?;
         let created_at = i64::try_from(key >> 80).ok()?;
         self.by_time
-            .range((created_at, 0)..=(created_at, u32::MAX))
-            .map(|&(_, ordinal)| ordinal)
+            .range(
+                Bound::Included((created_at, 0)),
+                Bound::Included((created_at, u32::MAX)),
+                false,
+            )
+            .map(|(_, ordinal)| ordinal)
             .find(|&ordinal| self.entries[ordinal as usize].id() == key)
     }
 
@@ -1133,18 +1138,13 @@ impl TenantIndex {
                 let mut last_walked = None;
                 let mut walked_all = true;
                 {
-                    let range = self.by_time.range((lower, upper));
-                    let steps: Box<dyn Iterator<Item = &(i64, u32)>> = match order {
-                        Order::Desc => Box::new(range.rev()),
-                        Order::Asc => Box::new(range),
-                    };
-                    for key in steps {
+                    for key in self.by_time.range(lower, upper, order == Order::Desc) {
                         if budget == 0 {
                             walked_all = false;
                             break;
                         }
                         budget -= 1;
-                        last_walked = Some(*key);
+                        last_walked = Some(key);
                         if bitmap.contains(key.1) && !visit(key.1) {
                             return;
                         }
@@ -1186,27 +1186,12 @@ impl TenantIndex {
                 }
             }
             _ => {
-                let range = self.by_time.range((lower, upper));
-                let mut step = |&(_, ordinal): &(i64, u32)| -> bool {
+                for (_, ordinal) in self.by_time.range(lower, upper, order == Order::Desc) {
                     if candidates.is_some_and(|bitmap| !bitmap.contains(ordinal)) {
-                        return true;
+                        continue;
                     }
-                    visit(ordinal)
-                };
-                match order {
-                    Order::Desc => {
-                        for key in range.rev() {
-                            if !step(key) {
-                                return;
-                            }
-                        }
-                    }
-                    Order::Asc => {
-                        for key in range {
-                            if !step(key) {
-                                return;
-                            }
-                        }
+                    if !visit(ordinal) {
+                        return;
                     }
                 }
             }

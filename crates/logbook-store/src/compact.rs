@@ -211,7 +211,7 @@ pub fn build(
         return Err(corrupt(0, "not a Logbook WAL segment header".into()));
     }
     // Decompress every record; keep the texts, and for each tenant its event lines.
-    let mut texts: Vec<Vec<u8>> = Vec::new();
+    let mut texts: Vec<std::borrow::Cow<'_, [u8]>> = Vec::new();
     let mut requests: Vec<serde_json::Value> = Vec::new();
     for frame in wal::frames(wal_bytes) {
         let wal::Frame {
@@ -223,7 +223,7 @@ pub fn build(
         if kind != KIND_EVENTS {
             return Err(corrupt(offset, format!("unknown record kind {kind}")));
         }
-        let text = codec::decompress(payload)
+        let text = codec::text_of(payload)
             .map_err(|e| corrupt(offset, format!("record does not decompress: {e}")))?;
         let header_end = memchr::memchr(b'\n', &text).unwrap_or(text.len());
         let header: serde_json::Value = serde_json::from_slice(&text[..header_end])

@@ -1,8 +1,8 @@
-//! The embedded engine: a writer thread that appends to the WAL with group commit (building and compressing
+//! The embedded engine: a writer thread that appends to the WAL with group commit (building and encoding
 //! each group's records on all cores), an indexer thread that adds each durable group to the in-memory index
 //! and only then acknowledges its requests (read-your-writes), and a cache of decompressed records.
 //!
-//! Record payload (LZ4 in the WAL, zstd in block files; see `codec`): one header line, then one line per event,
+//! Record payload (raw text in the WAL, zstd in block files; see `codec`): one header line, then one line per event,
 //! each the event's API JSON:
 //!
 //! ```text
@@ -255,7 +255,7 @@ impl Shared {
             }
         };
         let (_, payload) = wal::read_record(file.as_ref(), &path, position.offset)?;
-        let text = codec::decompress(&payload[..]).map_err(|e| StoreError::Corruption {
+        let text = codec::into_text(payload).map_err(|e| StoreError::Corruption {
             file: path.clone(),
             offset: position.offset,
             reason: format!("record does not decompress: {e}"),
@@ -701,9 +701,9 @@ fn decode_batch(
     blocks_dir: &Path,
     batch: Vec<(RecordPosition, Vec<u8>)>,
 ) -> Result<Vec<DecodedRecord>> {
-    let decode = |position: RecordPosition, payload: &[u8]| -> Result<DecodedRecord> {
+    let decode = |position: RecordPosition, payload: Vec<u8>| -> Result<DecodedRecord> {
         let corrupt = |reason: String| corrupt_record(wal_dir, blocks_dir, position, reason);
-        let text = codec::decompress(payload)
+        let text = codec::into_text(payload)
             .map_err(|e| corrupt(format!("record does not decompress: {e}")))?;
         let decoded =
             Decoded::new(text).map_err(|e| corrupt(format!("record is not UTF-8: {e}")))?;
@@ -722,8 +722,8 @@ fn decode_batch(
     };
     pool().install(|| {
         batch
-            .par_iter()
-            .map(|(position, payload)| decode(*position, payload))
+            .into_par_iter()
+            .map(|(position, payload)| decode(position, payload))
             .collect()
     })
 }
@@ -1488,8 +1488,8 @@ struct WritePlan {
     receipts: Vec<Receipt>,
     idempotency: Option<IdempotencyKey>,
     received_at: Millis,
-    /// Compressed record and its text, once encoded.
-    encoded: Option<Result<(Vec<u8>, Vec<u8>)>>,
+    /// The record's text, once encoded.
+    encoded: Option<Vec<u8>>,
     record: usize,
 }
 
@@ -1659,24 +1659,22 @@ impl WriterState {
                 write.encoded = Some(encode(&write.events, &write.stored_idempotency()));
             });
         }
-        let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
+        // A record's payload is its text, uncompressed: the compactor rewrites it as zstd blocks soon after.
         let mut texts: Vec<Option<Vec<u8>>> = Vec::new();
         for plan in plans.iter_mut() {
             let Plan::Write(write) = plan else { continue };
-            match write.encoded.take().expect("every write is encoded") {
-                Ok((compressed, text)) => {
-                    write.record = records.len();
-                    records.push((KIND_EVENTS, compressed));
-                    texts.push(Some(text));
-                }
-                Err(error) => *plan = Plan::Done(Err(error)),
-            }
+            write.record = texts.len();
+            texts.push(Some(write.encoded.take().expect("every write is encoded")));
         }
 
-        let appended = if records.is_empty() {
+        let appended = if texts.is_empty() {
             Ok(Vec::new())
         } else {
             let started = Instant::now();
+            let records: Vec<(u8, &[u8])> = texts
+                .iter()
+                .map(|text| (KIND_EVENTS, text.as_deref().expect("just encoded")))
+                .collect();
             let appended = self
                 .wal
                 .append(&records)
@@ -1841,8 +1839,8 @@ impl WriterState {
     }
 }
 
-/// The record payload (compressed) and its decompressed text.
-fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Result<(Vec<u8>, Vec<u8>)> {
+/// The record's text: its header line, then one JSON line per event.
+fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Vec<u8> {
     let header = RecordHeader {
         v: 1,
         idempotency: idempotency.clone(),
@@ -1855,9 +1853,7 @@ fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Result<(
         serde_json::to_writer(&mut text, event).expect("an event serializes");
         text.push(b'\n');
     }
-    let compressed = codec::compress_fast(&text)
-        .map_err(|e| StoreError::io("failed to compress a record", e))?;
-    Ok((compressed, text))
+    text
 }
 
 /// A durable group, handed from the writer to the indexer thread.

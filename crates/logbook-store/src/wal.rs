@@ -114,7 +114,7 @@ impl WalWriter {
 
     /// Appends records (not yet durable) and returns where each starts. Rolls to a new segment first when
     /// the current one is full. On error the writer is poisoned.
-    pub fn append(&mut self, payloads: &[(u8, Vec<u8>)]) -> Result<Vec<RecordPosition>> {
+    pub fn append<P: AsRef<[u8]>>(&mut self, payloads: &[(u8, P)]) -> Result<Vec<RecordPosition>> {
         self.check_poisoned()?;
         if self.length >= self.segment_limit {
             self.roll()?;
@@ -122,7 +122,7 @@ impl WalWriter {
         let mut buffer = Vec::with_capacity(
             payloads
                 .iter()
-                .map(|(_, p)| p.len() + RECORD_HEADER_BYTES)
+                .map(|(_, p)| p.as_ref().len() + RECORD_HEADER_BYTES)
                 .sum(),
         );
         let mut positions = Vec::with_capacity(payloads.len());
@@ -132,7 +132,7 @@ impl WalWriter {
                 offset: self.length + buffer.len() as u64,
                 compacted: false,
             });
-            frame(*kind, payload, &mut buffer);
+            frame(*kind, payload.as_ref(), &mut buffer);
         }
         if let Err(error) = self.file.write_all_at(&buffer, self.length) {
             let error = StoreError::io(

@@ -3,8 +3,8 @@
 //!
 //! Ordinals arrive in increasing order, and many sets are one run (a field every event has; an hour's events
 //! when they arrive in time order) or one ordinal (an identifier seen once). Such a set is two integers. Most
-//! of the others are small (an identifier seen a few times): up to [`LIST_LIMIT`] ordinals are a sorted list
-//! of `u32` behind one thin pointer. A roaring bitmap costs more than that for a few ordinals: its container
+//! of the others are small (an identifier seen a few times): up to three ordinals are kept inline, and up to
+//! [`LIST_LIMIT`] they are a sorted list of `u32` behind one thin pointer. A roaring bitmap costs more than that for a few ordinals: its container
 //! vector, an array per container (a set spread over a large tenant's ordinals has one container per 65,536
 //! of them), and the bookkeeping below. Past the limit the set becomes a roaring bitmap. Adding to the bitmap
 //! does not use roaring's `try_push`: on a bitmap container that reads the container backwards from its end
@@ -17,6 +17,9 @@
 
 use roaring::RoaringBitmap;
 use thin_vec::ThinVec;
+
+/// The most ordinals kept inline.
+const FEW: usize = 3;
 
 /// Roaring's largest array container; a container with more ordinals is a bitmap.
 const ARRAY_LIMIT: u32 = 4096;
@@ -32,6 +35,10 @@ pub enum Ordinals {
         start: u32,
         end: u32,
     },
+    /// Two or three ordinals, ascending, that are not one run (the first `len` of `items`), kept inline: most
+    /// identifiers seen more than once are seen only a few times, and a list for them is an allocation and a
+    /// cache miss on every append.
+    Few { len: u8, items: [u32; FEW] },
     /// At least two and at most [`LIST_LIMIT`] ordinals, ascending, that are not one run.
     List(ThinVec<u32>),
     Bitmap(Box<Tail>),
@@ -77,6 +84,21 @@ impl Ordinals {
             }
             Ordinals::Run { end, .. } if ordinal == *end => *end += 1,
             Ordinals::Run { start, end } if (*start..*end).contains(&ordinal) => {}
+            Ordinals::Run { start, end } if ((*end - *start) as usize) < FEW => {
+                let mut items = [0; FEW];
+                let mut len = 0;
+                for existing in *start..*end {
+                    items[len] = existing;
+                    len += 1;
+                }
+                let at = items[..len].partition_point(|&existing| existing < ordinal);
+                items.copy_within(at..len, at + 1);
+                items[at] = ordinal;
+                *self = Ordinals::Few {
+                    len: len as u8 + 1,
+                    items,
+                };
+            }
             Ordinals::Run { start, end } if ((*end - *start) as usize) < LIST_LIMIT => {
                 let mut list: ThinVec<u32> = ThinVec::with_capacity((*end - *start) as usize + 1);
                 list.extend(*start..*end);
@@ -87,6 +109,23 @@ impl Ordinals {
                 let mut bitmap = RoaringBitmap::new();
                 bitmap.insert_range(*start..*end);
                 *self = Ordinals::Bitmap(Tail::new(bitmap, ordinal));
+            }
+            Ordinals::Few { len, items } => {
+                let present = &items[..*len as usize];
+                let at = present.partition_point(|&existing| existing < ordinal);
+                if present.get(at) == Some(&ordinal) {
+                    return;
+                }
+                if (*len as usize) < FEW {
+                    items.copy_within(at..*len as usize, at + 1);
+                    items[at] = ordinal;
+                    *len += 1;
+                } else {
+                    let mut list: ThinVec<u32> = ThinVec::with_capacity(2 * FEW);
+                    list.extend(present.iter().copied());
+                    list.insert(at, ordinal);
+                    *self = Ordinals::List(list);
+                }
             }
             Ordinals::List(list) if list.len() < LIST_LIMIT => insert_sorted(list, ordinal),
             Ordinals::List(list) => {
@@ -103,6 +142,7 @@ impl Ordinals {
     pub fn len(&self) -> u64 {
         match self {
             Ordinals::Run { start, end } => u64::from(end - start),
+            Ordinals::Few { len, .. } => u64::from(*len),
             Ordinals::List(list) => list.len() as u64,
             Ordinals::Bitmap(tail) => tail.bitmap.len() + u64::from(tail.pending_len),
         }
@@ -117,6 +157,9 @@ impl Ordinals {
         match self {
             Ordinals::Run { start, end } => {
                 out.insert_range(*start..*end);
+            }
+            Ordinals::Few { len, items } => {
+                out.extend(items[..*len as usize].iter().copied());
             }
             Ordinals::List(list) => {
                 out.extend(list.iter().copied());
@@ -135,6 +178,10 @@ impl Ordinals {
                 self.add_to(&mut bitmap);
                 bitmap
             }
+            Ordinals::Few { len, items } => {
+                RoaringBitmap::from_sorted_iter(items[..*len as usize].iter().copied())
+                    .expect("a few ordinals are sorted and without repeats")
+            }
             Ordinals::List(list) => RoaringBitmap::from_sorted_iter(list.iter().copied())
                 .expect("a list is sorted and without repeats"),
             Ordinals::Bitmap(tail) => {
@@ -150,6 +197,10 @@ impl Ordinals {
         match self {
             Ordinals::Run { start, end } if start == end => 0,
             Ordinals::Run { start, end } => other.range_cardinality(*start..*end),
+            Ordinals::Few { len, items } => items[..*len as usize]
+                .iter()
+                .filter(|&&ordinal| other.contains(ordinal))
+                .count() as u64,
             Ordinals::List(list) => list
                 .iter()
                 .filter(|&&ordinal| other.contains(ordinal))
@@ -169,6 +220,7 @@ impl Ordinals {
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         let (run, list, bitmap) = match self {
             Ordinals::Run { start, end } => (*start..*end, &[][..], None),
+            Ordinals::Few { len, items } => (0..0, &items[..*len as usize], None),
             Ordinals::List(list) => (0..0, &list[..], None),
             Ordinals::Bitmap(tail) => (0..0, tail.pending(), Some(tail.bitmap.iter())),
         };
@@ -302,6 +354,7 @@ mod tests {
         ordinals.push(10);
         ordinals.push(12);
         ordinals.push(11);
+        assert!(matches!(ordinals, Ordinals::Few { len: 3, items: [10, 11, 12] }));
         ordinals.push(3);
         assert!(matches!(&ordinals, Ordinals::List(list) if list[..] == [3, 10, 11, 12]));
         for ordinal in 0..LIST_LIMIT as u32 * 2 {

@@ -38,8 +38,11 @@ pub enum Ordinals {
     /// Two or three ordinals, ascending, that are not one run (the first `len` of `items`), kept inline: most
     /// identifiers seen more than once are seen only a few times, and a list for them is an allocation and a
     /// cache miss on every append.
-    Few { len: u8, items: [u32; FEW] },
-    /// At least two and at most [`LIST_LIMIT`] ordinals, ascending, that are not one run.
+    Few {
+        len: u8,
+        items: [u32; FEW],
+    },
+    /// At least four and at most [`LIST_LIMIT`] ordinals, ascending, that are not one run.
     List(ThinVec<u32>),
     Bitmap(Box<Tail>),
 }
@@ -354,7 +357,13 @@ mod tests {
         ordinals.push(10);
         ordinals.push(12);
         ordinals.push(11);
-        assert!(matches!(ordinals, Ordinals::Few { len: 3, items: [10, 11, 12] }));
+        assert!(matches!(
+            ordinals,
+            Ordinals::Few {
+                len: 3,
+                items: [10, 11, 12]
+            }
+        ));
         ordinals.push(3);
         assert!(matches!(&ordinals, Ordinals::List(list) if list[..] == [3, 10, 11, 12]));
         for ordinal in 0..LIST_LIMIT as u32 * 2 {

@@ -82,7 +82,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGBOOK_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
     /// Size (MiB) at which a write-ahead log segment is sealed and a new one started; sealed segments are
-    /// compacted into per-tenant block files in the background. Default 16.
+    /// compacted into per-tenant block files in the background. Default 40.
     #[arg(long, env = "LOGBOOK_SEGMENT_MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub segment_mib: Option<u64>,
     /// Memory (MiB) for decompressed events kept for reads. Default 128.

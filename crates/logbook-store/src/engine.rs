@@ -1492,7 +1492,7 @@ struct WritePlan {
     idempotency: Option<IdempotencyKey>,
     received_at: Millis,
     /// The record's text, once encoded.
-    encoded: Option<Vec<u8>>,
+    encoded: Option<Result<Vec<u8>>>,
     record: usize,
 }
 
@@ -1666,8 +1666,13 @@ impl WriterState {
         let mut texts: Vec<Option<Vec<u8>>> = Vec::new();
         for plan in plans.iter_mut() {
             let Plan::Write(write) = plan else { continue };
-            write.record = texts.len();
-            texts.push(Some(write.encoded.take().expect("every write is encoded")));
+            match write.encoded.take().expect("every write is encoded") {
+                Ok(text) => {
+                    write.record = texts.len();
+                    texts.push(Some(text));
+                }
+                Err(error) => *plan = Plan::Done(Err(error)),
+            }
         }
 
         let appended = if texts.is_empty() {
@@ -1842,8 +1847,9 @@ impl WriterState {
     }
 }
 
-/// The record's text: its header line, then one JSON line per event.
-fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Vec<u8> {
+/// The record's text: its header line, then one JSON line per event. A text longer than a record may be is
+/// refused here (recovery would refuse to read it).
+fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Result<Vec<u8>> {
     let header = RecordHeader {
         v: 1,
         idempotency: idempotency.clone(),
@@ -1856,7 +1862,20 @@ fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Vec<u8> 
         serde_json::to_writer(&mut text, event).expect("an event serializes");
         text.push(b'\n');
     }
-    text
+    if text.len() > wal::MAX_RECORD_BYTES as usize {
+        return Err(StoreError::io(
+            "failed to encode a record",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "the request's record would take {} bytes; a record holds at most {}",
+                    text.len(),
+                    wal::MAX_RECORD_BYTES
+                ),
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 /// A durable group, handed from the writer to the indexer thread.

@@ -210,7 +210,8 @@ pub fn build(
     if wal_bytes.len() < start || &wal_bytes[..8] != wal::MAGIC {
         return Err(corrupt(0, "not a Logbook WAL segment header".into()));
     }
-    // Decompress every record; keep the texts, and for each tenant its event lines.
+    // Every record's text (raw records borrowed from the segment, older ones decompressed), and for each tenant
+    // its event lines.
     let mut texts: Vec<std::borrow::Cow<'_, [u8]>> = Vec::new();
     let mut requests: Vec<serde_json::Value> = Vec::new();
     for frame in wal::frames(wal_bytes) {

@@ -4,9 +4,9 @@
 //! Ordinals arrive in increasing order, and many sets are one run (a field every event has; an hour's events
 //! when they arrive in time order) or one ordinal (an identifier seen once). Such a set is two integers. Most
 //! of the others are small (an identifier seen a few times): up to three ordinals are kept inline, and up to
-//! [`LIST_LIMIT`] they are a sorted list of `u32` behind one thin pointer. A roaring bitmap costs more than that for a few ordinals: its container
-//! vector, an array per container (a set spread over a large tenant's ordinals has one container per 65,536
-//! of them), and the bookkeeping below. Past the limit the set becomes a roaring bitmap. Adding to the bitmap
+//! [`LIST_LIMIT`] they are a sorted list of `u32` behind one thin pointer. A roaring bitmap costs more than
+//! that for a few ordinals: its container vector, an array per container (a set spread over a large tenant's
+//! ordinals has one container per 65,536 of them), and the bookkeeping below. Past the limit the set becomes a roaring bitmap. Adding to the bitmap
 //! does not use roaring's `try_push`: on a bitmap container that reads the container backwards from its end
 //! to find the maximum, up to 8 KiB per added ordinal. The set remembers its last ordinal and how many
 //! ordinals its last container holds instead, and pushes onto an array container (cheap) or sets the bit of
@@ -88,19 +88,16 @@ impl Ordinals {
             Ordinals::Run { end, .. } if ordinal == *end => *end += 1,
             Ordinals::Run { start, end } if (*start..*end).contains(&ordinal) => {}
             Ordinals::Run { start, end } if ((*end - *start) as usize) < FEW => {
+                // The run's one or two ordinals, then this one inserted among them below.
                 let mut items = [0; FEW];
-                let mut len = 0;
-                for existing in *start..*end {
-                    items[len] = existing;
-                    len += 1;
+                for (slot, existing) in items.iter_mut().zip(*start..*end) {
+                    *slot = existing;
                 }
-                let at = items[..len].partition_point(|&existing| existing < ordinal);
-                items.copy_within(at..len, at + 1);
-                items[at] = ordinal;
                 *self = Ordinals::Few {
-                    len: len as u8 + 1,
+                    len: (*end - *start) as u8,
                     items,
                 };
+                self.push(ordinal);
             }
             Ordinals::Run { start, end } if ((*end - *start) as usize) < LIST_LIMIT => {
                 let mut list: ThinVec<u32> = ThinVec::with_capacity((*end - *start) as usize + 1);
@@ -142,12 +139,22 @@ impl Ordinals {
         }
     }
 
+    /// The ordinals held as a sorted slice (inline or a list), or for a bitmap those it has not added yet.
+    fn sorted(&self) -> &[u32] {
+        match self {
+            Ordinals::Run { .. } => &[],
+            Ordinals::Few { len, items } => &items[..*len as usize],
+            Ordinals::List(list) => list,
+            Ordinals::Bitmap(tail) => tail.pending(),
+        }
+    }
+
     pub fn len(&self) -> u64 {
+        let sorted = self.sorted().len() as u64;
         match self {
             Ordinals::Run { start, end } => u64::from(end - start),
-            Ordinals::Few { len, .. } => u64::from(*len),
-            Ordinals::List(list) => list.len() as u64,
-            Ordinals::Bitmap(tail) => tail.bitmap.len() + u64::from(tail.pending_len),
+            Ordinals::Few { .. } | Ordinals::List(_) => sorted,
+            Ordinals::Bitmap(tail) => tail.bitmap.len() + sorted,
         }
     }
 
@@ -161,15 +168,10 @@ impl Ordinals {
             Ordinals::Run { start, end } => {
                 out.insert_range(*start..*end);
             }
-            Ordinals::Few { len, items } => {
-                out.extend(items[..*len as usize].iter().copied());
-            }
-            Ordinals::List(list) => {
-                out.extend(list.iter().copied());
-            }
+            Ordinals::Few { .. } | Ordinals::List(_) => out.extend(self.sorted().iter().copied()),
             Ordinals::Bitmap(tail) => {
                 *out |= &tail.bitmap;
-                out.extend(tail.pending().iter().copied());
+                out.extend(self.sorted().iter().copied());
             }
         }
     }
@@ -181,15 +183,13 @@ impl Ordinals {
                 self.add_to(&mut bitmap);
                 bitmap
             }
-            Ordinals::Few { len, items } => {
-                RoaringBitmap::from_sorted_iter(items[..*len as usize].iter().copied())
-                    .expect("a few ordinals are sorted and without repeats")
+            Ordinals::Few { .. } | Ordinals::List(_) => {
+                RoaringBitmap::from_sorted_iter(self.sorted().iter().copied())
+                    .expect("inline ordinals and lists are sorted and without repeats")
             }
-            Ordinals::List(list) => RoaringBitmap::from_sorted_iter(list.iter().copied())
-                .expect("a list is sorted and without repeats"),
             Ordinals::Bitmap(tail) => {
                 let mut bitmap = tail.bitmap.clone();
-                bitmap.extend(tail.pending().iter().copied());
+                bitmap.extend(self.sorted().iter().copied());
                 bitmap
             }
         }
@@ -197,39 +197,29 @@ impl Ordinals {
 
     /// How many ordinals of `other` are in the set.
     pub fn intersection_len(&self, other: &RoaringBitmap) -> u64 {
+        let sorted = self
+            .sorted()
+            .iter()
+            .filter(|&&ordinal| other.contains(ordinal))
+            .count() as u64;
         match self {
             Ordinals::Run { start, end } if start == end => 0,
             Ordinals::Run { start, end } => other.range_cardinality(*start..*end),
-            Ordinals::Few { len, items } => items[..*len as usize]
-                .iter()
-                .filter(|&&ordinal| other.contains(ordinal))
-                .count() as u64,
-            Ordinals::List(list) => list
-                .iter()
-                .filter(|&&ordinal| other.contains(ordinal))
-                .count() as u64,
-            Ordinals::Bitmap(tail) => {
-                tail.bitmap.intersection_len(other)
-                    + tail
-                        .pending()
-                        .iter()
-                        .filter(|&&ordinal| other.contains(ordinal))
-                        .count() as u64
-            }
+            Ordinals::Few { .. } | Ordinals::List(_) => sorted,
+            Ordinals::Bitmap(tail) => tail.bitmap.intersection_len(other) + sorted,
         }
     }
 
     /// The ordinals, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        let (run, list, bitmap) = match self {
-            Ordinals::Run { start, end } => (*start..*end, &[][..], None),
-            Ordinals::Few { len, items } => (0..0, &items[..*len as usize], None),
-            Ordinals::List(list) => (0..0, &list[..], None),
-            Ordinals::Bitmap(tail) => (0..0, tail.pending(), Some(tail.bitmap.iter())),
+        let (run, bitmap) = match self {
+            Ordinals::Run { start, end } => (*start..*end, None),
+            Ordinals::Bitmap(tail) => (0..0, Some(tail.bitmap.iter())),
+            Ordinals::Few { .. } | Ordinals::List(_) => (0..0, None),
         };
         // A bitmap's pending ordinals are above its bitmap's, so they come after them.
         run.chain(bitmap.into_iter().flatten())
-            .chain(list.iter().copied())
+            .chain(self.sorted().iter().copied())
     }
 }
 

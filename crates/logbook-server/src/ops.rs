@@ -14,7 +14,7 @@ use serde_json::json;
     (status = 200, description = "Serving"),
     (status = 503, description = "Reads work, writes are refused after a storage failure; restart to recover")))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let stats = state.store.stats();
+    let stats = state.store.health();
     match stats.write_failure {
         None => (
             StatusCode::OK,

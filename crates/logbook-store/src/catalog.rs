@@ -278,6 +278,10 @@ impl Catalog {
         tenants
     }
 
+    pub fn tenant_count(&self) -> usize {
+        self.tenant_ids.read().len()
+    }
+
     pub fn get_tenant(&self, id: &str) -> Option<Tenant> {
         self.tenant_ids.read().get(id).cloned()
     }

@@ -210,6 +210,16 @@ pub struct StoreStats {
     pub write_failure: Option<String>,
 }
 
+/// What `/healthz` reports: counters kept in memory, read without I/O (the full [`StoreStats`] lists and
+/// measures the data files).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub events: u64,
+    pub tenants: u64,
+    /// As in [`StoreStats::write_failure`].
+    pub write_failure: Option<String>,
+}
+
 /// An append in progress: resolves once the request's events are durable and visible to reads (or failed).
 pub struct PendingAppend(tokio::sync::oneshot::Receiver<Result<AppendOutcome>>);
 
@@ -260,6 +270,8 @@ pub trait EventStore: Send + Sync + 'static {
         request: &HistogramRequest,
     ) -> Result<Histogram>;
     fn stats(&self) -> StoreStats;
+    /// The counters `/healthz` reports; never blocks on I/O, so it may be called on an async worker.
+    fn health(&self) -> Health;
 
     fn authenticate(&self, token: &str) -> Option<Principal>;
     /// The secret that signs cursors; stable for the deployment.

@@ -192,8 +192,8 @@ struct Shared {
     published_segment: AtomicU32,
     /// Wakes the compactor thread; `None` once shutting down (or without background compaction).
     compact_signal: Mutex<Option<Sender<()>>>,
-    /// Held while compacting, so that only one compaction runs.
-    compacting: Mutex<()>,
+    /// Held while compacting, so that only one compaction runs; the buffer segments are read into.
+    compacting: Mutex<Vec<u8>>,
     compaction_level: i32,
 }
 
@@ -350,14 +350,14 @@ impl Shared {
     }
 
     fn compact_sealed(&self) -> Result<usize> {
-        let _compacting = self.compacting.lock();
+        let mut buffer = self.compacting.lock();
         let published = self.published_segment.load(AtomicOrdering::Relaxed);
         let mut done = 0;
         for segment in wal::list_segments(self.fs.as_ref(), &self.wal_dir)? {
             if segment >= published {
                 break;
             }
-            self.compact_segment(segment)?;
+            self.compact_segment(segment, &mut buffer)?;
             done += 1;
         }
         Ok(done)
@@ -365,18 +365,18 @@ impl Shared {
 
     /// Rewrites one sealed, fully indexed WAL segment as a block file, points the index at it, and removes
     /// the segment. See [`compact`] for why each step is crash-safe.
-    fn compact_segment(&self, segment: u32) -> Result<()> {
+    fn compact_segment(&self, segment: u32, wal_bytes: &mut Vec<u8>) -> Result<()> {
         let started = Instant::now();
         let fs = self.fs.as_ref();
         let wal_path = wal::segment_path(&self.wal_dir, segment);
-        let wal_bytes = fs
-            .read(&wal_path)
+        fs.read_into(&wal_path, wal_bytes)
             .map_err(|e| StoreError::io(format!("failed to read {}", wal_path.display()), e))?;
+        let wal_bytes = &wal_bytes[..];
         let now = now_millis();
         let built = compact::build(
             segment,
             &wal_path,
-            &wal_bytes,
+            wal_bytes,
             self.compaction_level,
             |stored| {
                 serde_json::from_value::<StoredIdempotency>(stored.clone())
@@ -592,7 +592,7 @@ impl EmbeddedStore {
             events: AtomicU64::new(events),
             published_segment: AtomicU32::new(last.map_or(0, |(segment, _)| segment)),
             compact_signal: Mutex::new(options.background_compaction.then_some(compact_signal)),
-            compacting: Mutex::new(()),
+            compacting: Mutex::new(Vec::new()),
             compaction_level: options.compaction_level,
         });
         let (sender, receiver) = crossbeam_channel::unbounded();

@@ -30,6 +30,12 @@ pub trait FileSystem: Send + Sync {
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Reads a whole file into `buffer` (replacing what it held), reusing its capacity: the compactor reads
+    /// every sealed segment into the same buffer instead of having the kernel zero a new one each time.
+    fn read_into(&self, path: &Path, buffer: &mut Vec<u8>) -> io::Result<()> {
+        *buffer = self.read(path)?;
+        Ok(())
+    }
     fn remove(&self, path: &Path) -> io::Result<()>;
     fn len(&self, path: &Path) -> io::Result<u64>;
     /// The names of the files in `directory`.
@@ -79,6 +85,15 @@ impl FileSystem for RealFs {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn read_into(&self, path: &Path, buffer: &mut Vec<u8>) -> io::Result<()> {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(path)?;
+        buffer.clear();
+        buffer.reserve(file.metadata()?.len() as usize);
+        file.read_to_end(buffer)?;
+        Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {

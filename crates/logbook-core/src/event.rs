@@ -11,6 +11,7 @@ use crate::time::{self, Millis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// Input limits. Violations are rejected with a 400 (or 413 for size).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +203,118 @@ impl Event {
     /// names, and every resource and context key (validated to ASCII), sorts the same in bytes and in UTF-16.
     /// Equal to `canonical::event_hash` of the serialized event, which a test checks.
     pub fn canonical_form(&self) -> String {
+        self.canonical_parts().0
+    }
+
+    /// The event's stored JSON: byte for byte what `serde_json::to_vec(self)` writes (a test checks), with
+    /// its JSON values (context, metadata, snapshots) copied from `canonical` (its [`Event::canonical_parts`])
+    /// where their canonical text is also serde_json's: integers and ordinary decimals, ASCII keys. The
+    /// writer serialized every event twice before, once for its hash and once to store it.
+    fn stored_json(&self, canonical: &str, fragments: &Fragments) -> Vec<u8> {
+        let mut out = Vec::with_capacity(canonical.len() + 160);
+        let value =
+            |out: &mut Vec<u8>, value: &Value, fragment: &Option<Range<usize>>| match fragment {
+                Some(range) if is_plain(value) => {
+                    out.extend_from_slice(&canonical.as_bytes()[range.clone()])
+                }
+                _ => serde_json::to_writer(&mut *out, value).expect("a JSON value serializes"),
+            };
+        let text = |out: &mut Vec<u8>, name: &str, text: &str| {
+            out.push(b',');
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            serde_json::to_writer(&mut *out, text).expect("a string serializes");
+        };
+        out.extend_from_slice(b"{\"id\":");
+        serde_json::to_writer(&mut out, &self.id).expect("a string serializes");
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        text(&mut out, "tenant", &self.tenant);
+        text(&mut out, "type", &self.event_type);
+        text(
+            &mut out,
+            "created_at",
+            &time::format_millis(self.created_at),
+        );
+        text(
+            &mut out,
+            "received_at",
+            &time::format_millis(self.received_at),
+        );
+        if let Some(actor) = &self.actor {
+            out.extend_from_slice(b",\"actor\":");
+            serde_json::to_writer(&mut out, actor).expect("an actor serializes");
+        }
+        if let Some(action) = &self.action {
+            text(&mut out, "action", action);
+        }
+        if let Some(entity) = &self.entity {
+            out.extend_from_slice(b",\"entity\":");
+            serde_json::to_writer(&mut out, entity).expect("an entity serializes");
+        }
+        if !self.resources.is_empty() {
+            out.extend_from_slice(b",\"resources\":");
+            serde_json::to_writer(&mut out, &self.resources).expect("resources serialize");
+        }
+        if !self.context.is_empty() {
+            out.extend_from_slice(b",\"context\":");
+            match &fragments.context {
+                Some(range)
+                    if self
+                        .context
+                        .iter()
+                        .all(|(key, item)| key.is_ascii() && is_plain(item)) =>
+                {
+                    out.extend_from_slice(&canonical.as_bytes()[range.clone()])
+                }
+                _ => serde_json::to_writer(&mut out, &self.context).expect("context serializes"),
+            }
+        }
+        text(&mut out, "outcome", self.outcome.as_str());
+        if let Some(description) = &self.description {
+            text(&mut out, "description", description);
+        }
+        if let Some(metadata) = &self.metadata {
+            out.extend_from_slice(b",\"metadata\":");
+            value(&mut out, metadata, &fragments.metadata);
+        }
+        if let Some(changes) = &self.changes {
+            out.extend_from_slice(b",\"changes\":{");
+            let mut first = true;
+            for (name, snapshot, fragment) in [
+                ("before", &changes.before, &fragments.before),
+                ("after", &changes.after, &fragments.after),
+            ] {
+                if let Some(snapshot) = snapshot {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b"\":");
+                    value(&mut out, snapshot, fragment);
+                }
+            }
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"diff\":");
+            serde_json::to_writer(&mut out, &changes.diff).expect("a diff serializes");
+            out.push(b'}');
+        }
+        if let Some(key) = &self.idempotency_key {
+            text(&mut out, "idempotency_key", key);
+        }
+        text(&mut out, "hash", &self.hash);
+        out.push(b'}');
+        out
+    }
+
+    /// The canonical form, and where its context, metadata and snapshots are in it.
+    fn canonical_parts(&self) -> (String, Fragments) {
+        let mut fragments = Fragments::default();
         let mut out = String::with_capacity(512);
         let mut members = CanonicalObject::new(&mut out);
         if let Some(action) = &self.action {
@@ -223,10 +336,10 @@ impl Event {
             members.key("changes");
             let mut inner = CanonicalObject::new(members.out());
             if let Some(after) = &changes.after {
-                inner.value("after", after);
+                fragments.after = Some(inner.value("after", after));
             }
             if let Some(before) = &changes.before {
-                inner.value("before", before);
+                fragments.before = Some(inner.value("before", before));
             }
             inner.key("diff");
             let out = inner.out();
@@ -258,7 +371,9 @@ impl Event {
         }
         if !self.context.is_empty() {
             members.key("context");
+            let start = members.out().len();
             canonical::write_canonical_map(&self.context, members.out());
+            fragments.context = Some(start..members.out().len());
         }
         members.string("created_at", &time::format_millis(self.created_at));
         if let Some(description) = &self.description {
@@ -281,7 +396,7 @@ impl Event {
             members.string("idempotency_key", key);
         }
         if let Some(metadata) = &self.metadata {
-            members.value("metadata", metadata);
+            fragments.metadata = Some(members.value("metadata", metadata));
         }
         members.string("outcome", self.outcome.as_str());
         members.string("received_at", &time::format_millis(self.received_at));
@@ -298,7 +413,36 @@ impl Event {
         members.string("tenant", &self.tenant);
         members.string("type", &self.event_type);
         members.finish();
-        out
+        (out, fragments)
+    }
+}
+
+/// Where an event's JSON values are in its canonical form (byte ranges).
+#[derive(Default)]
+struct Fragments {
+    context: Option<Range<usize>>,
+    metadata: Option<Range<usize>>,
+    before: Option<Range<usize>>,
+    after: Option<Range<usize>>,
+}
+
+/// Whether `value`'s canonical text is also what serde_json writes for it: every object key ASCII (both then
+/// keep the map's order), every number an integer or a decimal both print alike. Both escape strings the
+/// same way. Integral floats (`1.0`, serde_json; `1`, RFC 8785) and exponents differ.
+fn is_plain(value: &Value) -> bool {
+    match value {
+        Value::Number(number) => {
+            number.is_i64()
+                || number.is_u64()
+                || number.as_f64().is_some_and(|float| {
+                    float.fract() != 0.0 && (1e-4..1e15).contains(&float.abs())
+                })
+        }
+        Value::Array(items) => items.iter().all(is_plain),
+        Value::Object(members) => members
+            .iter()
+            .all(|(key, item)| key.is_ascii() && is_plain(item)),
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
     }
 }
 
@@ -328,9 +472,12 @@ impl<'a> CanonicalObject<'a> {
         canonical::write_canonical_str(value, self.out);
     }
 
-    fn value(&mut self, name: &str, value: &Value) {
+    /// Writes a member whose value is JSON; returns where the value is in the output.
+    fn value(&mut self, name: &str, value: &Value) -> Range<usize> {
         self.key(name);
+        let start = self.out.len();
         canonical::write_canonical(value, self.out);
+        start..self.out.len()
     }
 
     fn out(&mut self) -> &mut String {
@@ -714,6 +861,13 @@ impl NewEvent {
 
     /// Builds the stored event: fills the defaults, computes the diff and the hash.
     pub fn into_event(self, assigned: Assigned) -> Event {
+        let mut event = self.into_event_unhashed(assigned);
+        event.hash = event.compute_hash();
+        event
+    }
+
+    /// The event with its identity, diff and an empty `hash`.
+    fn into_event_unhashed(self, assigned: Assigned) -> Event {
         let changes = if self.before.is_some() || self.after.is_some() {
             let diff = diff(self.before.as_ref(), self.after.as_ref());
             Some(Changes {
@@ -724,7 +878,7 @@ impl NewEvent {
         } else {
             None
         };
-        let mut event = Event {
+        Event {
             id: assigned.id,
             seq: assigned.seq,
             tenant: assigned.tenant,
@@ -742,9 +896,18 @@ impl NewEvent {
             changes,
             idempotency_key: self.idempotency_key,
             hash: String::new(),
-        };
-        event.hash = event.compute_hash();
-        event
+        }
+    }
+
+    /// [`NewEvent::into_event`], and the event's stored JSON (`serde_json::to_vec` of it), sharing the
+    /// serialization of its JSON values between the hash and the stored text.
+    pub fn into_event_and_json(self, assigned: Assigned) -> (Event, Vec<u8>) {
+        use sha2::{Digest, Sha256};
+        let mut event = self.into_event_unhashed(assigned);
+        let (canonical, fragments) = event.canonical_parts();
+        event.hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+        let json = event.stored_json(&canonical, &fragments);
+        (event, json)
     }
 }
 
@@ -1087,6 +1250,77 @@ mod tests {
                 canonical::to_canonical_string(&generic)
             );
             assert_eq!(event.compute_hash(), canonical::event_hash(&generic));
+        }
+    }
+
+    #[test]
+    #[allow(clippy::excessive_precision)] // an RFC 8785 test number, digits included
+    fn stored_json_is_what_serde_json_writes() {
+        let mut generator = crate::demo::DemoGenerator::new(5);
+        let mut inputs: Vec<Value> = (0..2000).map(|i| generator.event(NOW - i)).collect();
+        // Numbers both forms print alike and numbers they do not, non-ASCII keys (RFC 8785 sorts them by
+        // UTF-16, serde_json by bytes), escapes, and every optional member absent or present.
+        let numbers = [
+            json!(0.5),
+            json!(1.0),
+            json!(-0.0),
+            json!(1e-7),
+            json!(0.0001),
+            json!(0.00012),
+            json!(123456.789),
+            json!(1e15),
+            json!(1.5e15),
+            json!(9007199254740993u64),
+            json!(-9223372036854775808i64),
+            json!(18446744073709551615u64),
+            json!(1e21),
+            json!(1.7976931348623157e308),
+            json!(5e-324),
+            json!(333333333.33333329),
+            json!(0.1),
+            json!(2.5),
+            json!(-3.75),
+        ];
+        // And decimals of every magnitude, around the bounds `is_plain` draws (from a fixed LCG).
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut numbers = numbers.to_vec();
+        for _ in 0..3000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mantissa = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let exponent = ((state >> 3) % 48) as i32 - 12;
+            numbers.push(json!(mantissa * 10f64.powi(exponent)));
+        }
+        for (i, number) in numbers.iter().enumerate() {
+            inputs.push(
+                json!({"type": "n", "metadata": {"x": number, "nested": [number, {"y": number}]}}),
+            );
+            inputs.push(json!({"type": "n", "context": {"c": number}}));
+            inputs.push(
+                json!({"type": "n", "changes": {"before": {"v": number}, "after": {"v": i}}}),
+            );
+        }
+        inputs.push(json!({"type": "x", "actor": {"id": "a", "type": "t", "name": "é \u{1F600} \"q\""}, "entity": {"type": "e", "name": "n"},
+            "resources": {"b_id": "1", "a_id": "2"}, "context": {"z": {"\u{FB33}": 1, "\u{1F600}": 2.5}, "a": [1e30, null]},
+            "metadata": {"\u{FB33}": 1, "\u{1F600}": 2, "s": "\u{0001}\t\u{7f}/\\", "é": {"b": false}}, "description": "line\nbreak",
+            "idempotency_key": "k\"", "action": "deleted", "outcome": "failure",
+            "changes": {"before": {"a": [1, {"b": true}]}}}));
+        inputs.push(json!({"type": "x", "changes": {"after": {"a": "flat"}}}));
+        inputs.push(json!({"type": "x", "metadata": {}}));
+        for input in inputs {
+            let bytes = input.to_string().len();
+            let new = NewEvent::from_json(input.clone(), bytes, &Limits::default(), NOW).unwrap();
+            let (event, json) = new.clone().into_event_and_json(assigned());
+            assert_eq!(
+                String::from_utf8(json).unwrap(),
+                serde_json::to_string(&event).unwrap(),
+                "input {input}"
+            );
+            let mut hashed = new.into_event(assigned());
+            hashed.id.clone_from(&event.id);
+            hashed.hash = hashed.compute_hash();
+            assert_eq!(hashed, event);
         }
     }
 

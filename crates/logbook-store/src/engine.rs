@@ -1502,6 +1502,8 @@ struct WritePlan {
     /// New events with their identities, until built.
     pending: Vec<(NewEvent, Assigned)>,
     events: Vec<Event>,
+    /// Each event's stored JSON line, written while building it (taken by encoding).
+    lines: Vec<Vec<u8>>,
     slots: Vec<Slot>,
     receipts: Vec<Receipt>,
     idempotency: Option<IdempotencyKey>,
@@ -1645,10 +1647,10 @@ impl WriterState {
         {
             let mut writes = write_plans(&mut plans);
             parallel_for_each(&mut writes, weight, |write| {
-                write.events = std::mem::take(&mut write.pending)
+                (write.events, write.lines) = std::mem::take(&mut write.pending)
                     .into_iter()
-                    .map(|(event, assigned)| event.into_event(assigned))
-                    .collect();
+                    .map(|(event, assigned)| event.into_event_and_json(assigned))
+                    .unzip();
             });
         }
         for index in 0..plans.len() {
@@ -1674,7 +1676,8 @@ impl WriterState {
         {
             let mut writes = write_plans(&mut plans);
             parallel_for_each(&mut writes, weight, |write| {
-                write.encoded = Some(encode(&write.events, &write.stored_idempotency()));
+                let lines = std::mem::take(&mut write.lines);
+                write.encoded = Some(encode(lines, &write.stored_idempotency()));
             });
         }
         // A record's payload is its text, uncompressed: the compactor rewrites it as zstd blocks soon after.
@@ -1852,6 +1855,7 @@ impl WriterState {
         Plan::Write(Box::new(WritePlan {
             pending,
             events: Vec::new(),
+            lines: Vec::new(),
             slots,
             receipts: Vec::new(),
             idempotency: request.idempotency,
@@ -1862,19 +1866,20 @@ impl WriterState {
     }
 }
 
-/// The record's text: its header line, then one JSON line per event. A text longer than a record may be is
-/// refused here (recovery would refuse to read it).
-fn encode(events: &[Event], idempotency: &Option<StoredIdempotency>) -> Result<Vec<u8>> {
+/// The record's text: its header line, then one JSON line per event (`lines`, the events' stored JSON). A
+/// text longer than a record may be is refused here (recovery would refuse to read it).
+fn encode(lines: Vec<Vec<u8>>, idempotency: &Option<StoredIdempotency>) -> Result<Vec<u8>> {
     let header = RecordHeader {
         v: 1,
         idempotency: idempotency.clone(),
         requests: Vec::new(),
     };
-    let mut text = Vec::with_capacity(64 + events.len() * 768);
+    let length: usize = lines.iter().map(|line| line.len() + 1).sum();
+    let mut text = Vec::with_capacity(64 + length);
     serde_json::to_writer(&mut text, &header).expect("a header serializes");
     text.push(b'\n');
-    for event in events {
-        serde_json::to_writer(&mut text, event).expect("an event serializes");
+    for line in lines {
+        text.extend_from_slice(&line);
         text.push(b'\n');
     }
     if text.len() > wal::MAX_RECORD_BYTES as usize {

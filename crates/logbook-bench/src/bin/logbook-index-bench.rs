@@ -32,6 +32,11 @@ struct Args {
     /// Times to build the index from scratch; the best run is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Instead of the index: time building events and their stored JSON (the writer's work per event), the
+    /// way it is done (`into_event_and_json`, one serialization of the JSON values) against hashing and then
+    /// serializing the event again, alternating rounds.
+    #[arg(long)]
+    build: bool,
 }
 
 fn main() -> Result<()> {
@@ -41,6 +46,7 @@ fn main() -> Result<()> {
     let limits = Limits::default();
     let mut seqs: HashMap<String, u64> = HashMap::new();
     let mut events: Vec<Event> = Vec::with_capacity(args.events);
+    let mut pending: Vec<(NewEvent, Assigned)> = Vec::new();
     for line in std::io::BufReader::new(file).lines().take(args.events) {
         let line = line?;
         let value: serde_json::Value = serde_json::from_str(&line)?;
@@ -56,7 +62,14 @@ fn main() -> Result<()> {
             tenant,
             received_at: created_at,
         };
-        events.push(new.into_event(assigned));
+        if args.build {
+            pending.push((new, assigned));
+        } else {
+            events.push(new.into_event(assigned));
+        }
+    }
+    if args.build {
+        return time_build(&pending, args.rounds);
     }
     let location = Location {
         record: RecordPosition {
@@ -97,6 +110,37 @@ fn main() -> Result<()> {
         "best: {:.0} events/s ({:.2} µs/event)",
         events.len() as f64 / best,
         best * 1e6 / events.len() as f64
+    );
+    Ok(())
+}
+
+/// Builds every event and its stored JSON both ways, `rounds` times each, alternating; prints µs per event.
+fn time_build(pending: &[(NewEvent, Assigned)], rounds: usize) -> Result<()> {
+    let mut best = [f64::INFINITY; 2];
+    for round in 1..=rounds {
+        for (way, name) in ["into_event_and_json", "into_event + serde_json::to_vec"]
+            .iter()
+            .enumerate()
+        {
+            let inputs = pending.to_vec();
+            let started = Instant::now();
+            let mut bytes = 0usize;
+            for (new, assigned) in inputs {
+                let json = if way == 0 {
+                    new.into_event_and_json(assigned).1
+                } else {
+                    serde_json::to_vec(&new.into_event(assigned))?
+                };
+                bytes += json.len();
+            }
+            let micros = started.elapsed().as_secs_f64() * 1e6 / pending.len() as f64;
+            best[way] = best[way].min(micros);
+            println!("round {round}: {name}: {micros:.2} µs/event ({bytes} bytes)");
+        }
+    }
+    println!(
+        "best: into_event_and_json {:.2} µs/event, into_event + serde_json::to_vec {:.2} µs/event",
+        best[0], best[1]
     );
     Ok(())
 }

@@ -15,12 +15,65 @@ pub fn now_millis() -> Millis {
     Utc::now().timestamp_millis()
 }
 
-/// Formats milliseconds as RFC 3339 UTC with exactly three fractional digits.
+/// Formats milliseconds as RFC 3339 UTC with exactly three fractional digits. An event's two times are each
+/// formatted twice as it is written (for its hash and its stored line), so the accepted range (years 1970 to
+/// 9999) is written digit by digit; anything else goes through chrono, which a test checks this against.
 pub fn format_millis(millis: Millis) -> String {
-    match Utc.timestamp_millis_opt(millis).single() {
-        Some(datetime) => datetime.to_rfc3339_opts(SecondsFormat::Millis, true),
-        None => millis.to_string(),
+    if !(MIN_MILLIS..=MAX_MILLIS).contains(&millis) {
+        return match Utc.timestamp_millis_opt(millis).single() {
+            Some(datetime) => datetime.to_rfc3339_opts(SecondsFormat::Millis, true),
+            None => millis.to_string(),
+        };
     }
+    let (days, in_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (hour, minute, second, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut value = value;
+        for position in (at..at + width).rev() {
+            out[position] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, hour, 2);
+    put(14, minute, 2);
+    put(17, second, 2);
+    put(20, milli, 3);
+    for (position, separator) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[position] = separator;
+    }
+    String::from_utf8(out.to_vec()).expect("digits and separators are ASCII")
 }
 
 /// Earliest and latest times accepted (years 1970 and 9999), so that every accepted time formats cleanly.
@@ -83,6 +136,42 @@ mod tests {
     use super::*;
 
     const NOW: Millis = 1_795_341_600_000; // 2026-11-22T10:00:00Z
+
+    #[test]
+    fn formats_like_chrono_across_the_accepted_range() {
+        let chrono = |millis: Millis| {
+            Utc.timestamp_millis_opt(millis)
+                .single()
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        };
+        let mut samples = vec![
+            MIN_MILLIS,
+            MAX_MILLIS,
+            NOW,
+            951_782_400_000,
+            951_868_799_999,
+            4_107_542_400_000,
+        ];
+        // Every day boundary of a few leap and century years, and spread values from a fixed LCG.
+        for year_start in [946_684_800_000i64, 4_102_444_800_000, 1_704_067_200_000] {
+            for day in 0..367 {
+                samples.push(year_start + day * 86_400_000);
+                samples.push(year_start + day * 86_400_000 - 1);
+            }
+        }
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..200_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            samples.push((state >> 16) as i64 % (MAX_MILLIS + 1));
+        }
+        for millis in samples {
+            assert_eq!(format_millis(millis), chrono(millis), "{millis}");
+        }
+        assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn accepts_every_documented_form() {

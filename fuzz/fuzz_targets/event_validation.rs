@@ -1,5 +1,6 @@
 //! Any request body text as one event: strict parsing, validation, then building the stored event (diff,
-//! canonical form, hash) never panics, and a stored event's hash verifies after a JSON round trip.
+//! canonical form, hash) never panics, a stored event's hash verifies after a JSON round trip, and the stored
+//! line the writer builds with the hash (`into_event_and_json`) is byte for byte serde_json's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,13 +18,18 @@ fuzz_target!(|data: &[u8]| {
     let Ok(new_event) = NewEvent::from_json(value, text.len(), &Limits::default(), NOW) else {
         return;
     };
-    let event = new_event.into_event(Assigned {
+    let (event, line) = new_event.into_event_and_json(Assigned {
         id: logbook_core::event::new_event_id(NOW),
         seq: 1,
         tenant: "fuzz".into(),
         received_at: NOW,
     });
     let stored = serde_json::to_string(&event).expect("an event serializes");
+    assert_eq!(
+        std::str::from_utf8(&line).expect("the stored line is UTF-8"),
+        stored,
+        "the writer's stored line is serde_json's"
+    );
     let parsed: logbook_core::Event = serde_json::from_str(&stored).expect("a stored event parses");
     assert_eq!(parsed.compute_hash(), event.hash, "the hash survives a round trip");
 });

@@ -208,17 +208,22 @@ impl Event {
 
     /// The event's stored JSON: byte for byte what `serde_json::to_vec(self)` writes (a test checks), with
     /// its JSON values (context, metadata, snapshots) copied from `canonical` (its [`Event::canonical_parts`])
-    /// where their canonical text is also serde_json's: integers and ordinary decimals, ASCII keys. The
-    /// writer serialized every event twice before, once for its hash and once to store it.
+    /// wherever `fragments` has their text. The writer serialized every event twice before, once for its hash
+    /// and once to store it.
     fn stored_json(&self, canonical: &str, fragments: &Fragments) -> Vec<u8> {
         let mut out = Vec::with_capacity(canonical.len() + 160);
-        let value =
-            |out: &mut Vec<u8>, value: &Value, fragment: &Option<Range<usize>>| match fragment {
-                Some(range) if is_plain(value) => {
-                    out.extend_from_slice(&canonical.as_bytes()[range.clone()])
-                }
-                _ => serde_json::to_writer(&mut *out, value).expect("a JSON value serializes"),
-            };
+        let copied = |out: &mut Vec<u8>, fragment: &Option<Range<usize>>| match fragment {
+            Some(range) => {
+                out.extend_from_slice(&canonical.as_bytes()[range.clone()]);
+                true
+            }
+            None => false,
+        };
+        let value = |out: &mut Vec<u8>, value: &Value, fragment: &Option<Range<usize>>| {
+            if !copied(out, fragment) {
+                serde_json::to_writer(&mut *out, value).expect("a JSON value serializes");
+            }
+        };
         let text = |out: &mut Vec<u8>, name: &str, text: &str| {
             out.push(b',');
             out.push(b'"');
@@ -259,16 +264,8 @@ impl Event {
         }
         if !self.context.is_empty() {
             out.extend_from_slice(b",\"context\":");
-            match &fragments.context {
-                Some(range)
-                    if self
-                        .context
-                        .iter()
-                        .all(|(key, item)| key.is_ascii() && is_plain(item)) =>
-                {
-                    out.extend_from_slice(&canonical.as_bytes()[range.clone()])
-                }
-                _ => serde_json::to_writer(&mut out, &self.context).expect("context serializes"),
+            if !copied(&mut out, &fragments.context) {
+                serde_json::to_writer(&mut out, &self.context).expect("context serializes");
             }
         }
         text(&mut out, "outcome", self.outcome.as_str());
@@ -312,7 +309,8 @@ impl Event {
         out
     }
 
-    /// The canonical form, and where its context, metadata and snapshots are in it.
+    /// The canonical form, and where its context, metadata and snapshots are in it (those whose text is also
+    /// serde_json's, see [`is_plain`]).
     fn canonical_parts(&self) -> (String, Fragments) {
         let mut fragments = Fragments::default();
         let mut out = String::with_capacity(512);
@@ -336,10 +334,10 @@ impl Event {
             members.key("changes");
             let mut inner = CanonicalObject::new(members.out());
             if let Some(after) = &changes.after {
-                fragments.after = Some(inner.value("after", after));
+                fragments.after = Some(inner.value("after", after)).filter(|_| is_plain(after));
             }
             if let Some(before) = &changes.before {
-                fragments.before = Some(inner.value("before", before));
+                fragments.before = Some(inner.value("before", before)).filter(|_| is_plain(before));
             }
             inner.key("diff");
             let out = inner.out();
@@ -373,7 +371,8 @@ impl Event {
             members.key("context");
             let start = members.out().len();
             canonical::write_canonical_map(&self.context, members.out());
-            fragments.context = Some(start..members.out().len());
+            fragments.context =
+                Some(start..members.out().len()).filter(|_| is_plain_map(&self.context));
         }
         members.string("created_at", &time::format_millis(self.created_at));
         if let Some(description) = &self.description {
@@ -396,7 +395,8 @@ impl Event {
             members.string("idempotency_key", key);
         }
         if let Some(metadata) = &self.metadata {
-            fragments.metadata = Some(members.value("metadata", metadata));
+            fragments.metadata =
+                Some(members.value("metadata", metadata)).filter(|_| is_plain(metadata));
         }
         members.string("outcome", self.outcome.as_str());
         members.string("received_at", &time::format_millis(self.received_at));
@@ -417,7 +417,8 @@ impl Event {
     }
 }
 
-/// Where an event's JSON values are in its canonical form (byte ranges).
+/// Where an event's JSON values are in its canonical form (byte ranges), for those whose canonical text is
+/// also what serde_json writes.
 #[derive(Default)]
 struct Fragments {
     context: Option<Range<usize>>,
@@ -439,11 +440,16 @@ fn is_plain(value: &Value) -> bool {
                 })
         }
         Value::Array(items) => items.iter().all(is_plain),
-        Value::Object(members) => members
-            .iter()
-            .all(|(key, item)| key.is_ascii() && is_plain(item)),
+        Value::Object(members) => is_plain_map(members),
         Value::Null | Value::Bool(_) | Value::String(_) => true,
     }
+}
+
+/// [`is_plain`] of an object.
+fn is_plain_map(members: &Map<String, Value>) -> bool {
+    members
+        .iter()
+        .all(|(key, item)| key.is_ascii() && is_plain(item))
 }
 
 /// Writes an object's members in the order given (the caller gives them sorted).

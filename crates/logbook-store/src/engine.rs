@@ -285,8 +285,8 @@ impl Shared {
             missing.retain(|position| !cache.records.contains(position));
         }
         // Nothing or one record to read: on this thread. Handing work to the pool wakes its threads, which
-        // cost more than a page served from the cache (a third of a cached page's server time went to the
-        // handoff and the woken threads' spinning).
+        // costs more than a page served from the cache (under a loop of cached pages, the woken threads'
+        // `sched_yield` was 7.5% of the server's samples).
         match missing[..] {
             [] => return,
             [position] => {
@@ -1392,12 +1392,17 @@ impl EventStore for EmbeddedStore {
                     .ok()
             })
             .sum();
+        let Health {
+            events,
+            tenants,
+            write_failure,
+        } = self.health();
         StoreStats {
-            events: self.shared.events.load(AtomicOrdering::Relaxed),
-            tenants: self.shared.catalog.tenant_count() as u64,
+            events,
+            tenants,
             wal_bytes,
             block_bytes,
-            write_failure: self.shared.write_failure.lock().clone(),
+            write_failure,
         }
     }
 

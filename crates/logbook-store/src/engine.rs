@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, Principal};
 use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex, ValueCounts, HOUR_MS};
 use crate::io::{FileSystem, RealFs, StorageFile};
+use crate::piece::{self, PieceWriter, TenantPiece};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{codec, compact};
 use crate::{
@@ -36,7 +37,7 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
@@ -404,7 +405,18 @@ impl Shared {
             let _ = fs.remove(&path);
             return Err(error);
         }
-        // Durable: point the index at the block file, then remove the segment.
+        // The segment's field index, from its tenants' in-memory parts, beside the block file.
+        let pieces = match piece::remove(fs, &self.blocks_dir, segment)
+            .and_then(|()| self.write_piece(segment, built.moves.keys()))
+        {
+            Ok(pieces) => pieces,
+            Err(error) => {
+                let _ = fs.remove(&path);
+                return Err(error);
+            }
+        };
+        // Durable: point the index at the block file and the index file, then remove the segment.
+        let mut pieces: HashMap<String, TenantPiece> = pieces.into_iter().collect();
         for (tenant, moves) in &built.moves {
             let Some(index) = self.tenant(tenant) else {
                 return Err(StoreError::Corruption {
@@ -414,6 +426,15 @@ impl Shared {
                 });
             };
             let mut index = index.write();
+            if let Some(piece) = pieces.remove(tenant) {
+                index
+                    .attach(piece)
+                    .map_err(|reason| StoreError::Corruption {
+                        file: piece::piece_path(&self.blocks_dir, segment),
+                        offset: 0,
+                        reason,
+                    })?;
+            }
             for &(seq, location) in moves {
                 let ordinal = (seq - 1) as u32;
                 if !index.relocate(ordinal, segment, location) {
@@ -439,6 +460,40 @@ impl Shared {
         );
         metrics::counter!("logbook_compacted_segments_total").increment(1);
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Writes segment `segment`'s index file from the in-memory parts of `tenants` (every tenant with events
+    /// there) and returns its pieces, to attach.
+    fn write_piece<'a>(
+        &self,
+        segment: u32,
+        tenants: impl Iterator<Item = &'a String>,
+    ) -> Result<Vec<(String, TenantPiece)>> {
+        let mut writer = PieceWriter::new(segment);
+        for tenant in tenants {
+            let index = self.tenant(tenant);
+            let index = index.as_ref().map(|index| index.read());
+            match index.as_ref().and_then(|index| index.memory_part(segment)) {
+                Some(part) => writer.add(tenant, part),
+                None => {
+                    return Err(StoreError::Corruption {
+                        file: wal::segment_path(&self.wal_dir, segment),
+                        offset: 0,
+                        reason: format!(
+                            "tenant {tenant} has no index of its events in this segment"
+                        ),
+                    })
+                }
+            }
+        }
+        piece::write(
+            self.fs.as_ref(),
+            &self.blocks_dir,
+            segment,
+            &writer.finish(),
+        )
     }
 }
 
@@ -517,6 +572,33 @@ impl EmbeddedStore {
         let mut pending: Vec<(RecordPosition, Vec<u8>)> = Vec::new();
         // Compacted segments first (they are older than every WAL segment), then the WAL.
         let compacted = compact::settle(options.fs.as_ref(), &blocks_dir, &wal_dir)?;
+        // Each compacted segment's index file is attached before the log is replayed, so that its events'
+        // fields are not indexed again; one that is missing or damaged is written again after the replay.
+        let fs = options.fs.as_ref();
+        for number in wal::list_numbered(fs, &blocks_dir, ".idx")? {
+            if !compacted.contains(&number) {
+                piece::remove(fs, &blocks_dir, number)?;
+            }
+        }
+        let mut with_pieces = HashSet::new();
+        for &segment in &compacted {
+            let Some(pieces) = piece::open(fs, &blocks_dir, segment)? else {
+                continue;
+            };
+            for (tenant, piece) in pieces {
+                recovery
+                    .tenants
+                    .entry(tenant)
+                    .or_default()
+                    .attach(piece)
+                    .map_err(|reason| StoreError::Corruption {
+                        file: piece::piece_path(&blocks_dir, segment),
+                        offset: 0,
+                        reason,
+                    })?;
+            }
+            with_pieces.insert(segment);
+        }
         for &segment in &compacted {
             compact::read(
                 options.fs.as_ref(),
@@ -544,12 +626,29 @@ impl EmbeddedStore {
         recovery.apply(pending)?;
         recovery.finish()?;
         let Recovery {
-            tenants,
+            mut tenants,
             request_keys,
             event_keys,
             events,
             ..
         } = recovery;
+        for (tenant, index) in &tenants {
+            index
+                .check_parts()
+                .map_err(|reason| StoreError::Corruption {
+                    file: blocks_dir.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "tenant {tenant}: {reason} (removing the .idx files has them written again)"
+                    ),
+                })?;
+        }
+        for &segment in compacted
+            .iter()
+            .filter(|segment| !with_pieces.contains(segment))
+        {
+            write_missing_piece(fs, &blocks_dir, segment, &mut tenants)?;
+        }
         tracing::info!(
             events,
             tenants = tenants.len(),
@@ -673,6 +772,43 @@ impl EmbeddedStore {
 
 /// Records decoded together (in parallel) during recovery.
 const RECOVERY_BATCH_RECORDS: usize = 64;
+
+/// Writes the index file of a compacted segment that had none at open (a crash came between its block file
+/// and its index file, or the data directory is older than index files) from the parts the replay built.
+fn write_missing_piece(
+    fs: &dyn FileSystem,
+    blocks_dir: &Path,
+    segment: u32,
+    tenants: &mut HashMap<String, TenantIndex>,
+) -> Result<()> {
+    let mut names: Vec<&String> = tenants
+        .iter()
+        .filter(|(_, index)| index.memory_part(segment).is_some())
+        .map(|(tenant, _)| tenant)
+        .collect();
+    names.sort_unstable();
+    let mut writer = PieceWriter::new(segment);
+    for tenant in names {
+        writer.add(
+            tenant,
+            tenants[tenant].memory_part(segment).expect("filtered"),
+        );
+    }
+    tracing::info!(segment, "writing a compacted segment's index file");
+    for (tenant, piece) in piece::write(fs, blocks_dir, segment, &writer.finish())? {
+        let index = tenants
+            .get_mut(&tenant)
+            .expect("written from this tenant's part");
+        index
+            .attach(piece)
+            .map_err(|reason| StoreError::Corruption {
+                file: piece::piece_path(blocks_dir, segment),
+                offset: 0,
+                reason,
+            })?;
+    }
+    Ok(())
+}
 
 /// What replaying the log builds: the index, the live idempotency keys, the event count.
 #[derive(Default)]
@@ -927,7 +1063,6 @@ impl EmbeddedStore {
         wanted: usize,
         reach: Option<i64>,
     ) -> Result<Vec<(i64, u32)>> {
-        let candidates = index.plan(&query.filter);
         let (mut low, mut high) = created_at_bounds(&query.filter);
         if let Some(since) = query.since {
             low = low.max(since);
@@ -940,6 +1075,7 @@ impl EmbeddedStore {
             (Some(reach), Order::Asc) => high = high.min(reach),
             (None, _) => {}
         }
+        let candidates = index.plan_between(&query.filter, low, high);
         let after = after.map(|position| {
             (
                 position.created_at,

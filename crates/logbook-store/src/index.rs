@@ -22,6 +22,7 @@
 //! stored event, so the index only ever changes speed, never results.
 
 use crate::ordinals::Ordinals;
+use crate::piece::TenantPiece;
 use crate::time_order::TimeOrder;
 use crate::wal::RecordPosition;
 use compact_str::CompactString;
@@ -35,6 +36,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
+use std::io;
 use std::ops::Bound;
 
 /// Longest value indexed as a term; longer values make their field unindexed for the tenant.
@@ -42,7 +44,7 @@ const MAX_TERM_BYTES: usize = 512;
 /// Most JSON leaves indexed per event.
 const MAX_LEAVES_PER_EVENT: usize = 256;
 /// Most distinct metadata/context fields indexed per tenant.
-const MAX_JSON_FIELDS: usize = 4096;
+pub(crate) const MAX_JSON_FIELDS: usize = 4096;
 /// Below this many candidates, sort them by time instead of walking the time order.
 const MATERIALIZE_LIMIT: u64 = 16_384;
 /// The width of the `hours` slices, in milliseconds.
@@ -157,10 +159,10 @@ impl Entry {
 
 /// An f64 with a total order, for the term dictionary.
 #[derive(Debug, Clone, Copy)]
-pub struct OrderedNumber(f64);
+pub struct OrderedNumber(pub(crate) f64);
 
 impl OrderedNumber {
-    fn new(value: f64) -> Self {
+    pub(crate) fn new(value: f64) -> Self {
         OrderedNumber(if value == 0.0 { 0.0 } else { value })
     }
 }
@@ -206,12 +208,12 @@ impl<'a> TermRef<'a> {
 /// operations on text (ranges, prefix, contains) scan the distinct values, which is proportional to the
 /// field's cardinality, not to the number of events.
 #[derive(Debug, Default)]
-struct FieldTerms {
-    text: FxHashMap<CompactString, Ordinals>,
-    numbers: BTreeMap<OrderedNumber, Ordinals>,
-    trues: Ordinals,
-    falses: Ordinals,
-    nulls: Ordinals,
+pub(crate) struct FieldTerms {
+    pub(crate) text: FxHashMap<CompactString, Ordinals>,
+    pub(crate) numbers: BTreeMap<OrderedNumber, Ordinals>,
+    pub(crate) trues: Ordinals,
+    pub(crate) falses: Ordinals,
+    pub(crate) nulls: Ordinals,
 }
 
 /// Adds `ordinal` to the posting of `text`, creating it when new.
@@ -261,40 +263,9 @@ impl FieldTerms {
         };
         special.add_to(out);
     }
-
-    /// Events with a value whose order relative to the operand is accepted: text lexicographically, numbers
-    /// numerically when the operand is a number.
-    fn compare(
-        &self,
-        operand: &str,
-        json: bool,
-        accept: impl Fn(Ordering) -> bool,
-        out: &mut RoaringBitmap,
-    ) {
-        for (text, posting) in &self.text {
-            if accept(text.as_str().cmp(operand)) {
-                posting.add_to(out);
-            }
-        }
-        if let (true, Some(wanted)) = (json, finite_number(operand)) {
-            for (number, posting) in &self.numbers {
-                if number.0.partial_cmp(&wanted).is_some_and(&accept) {
-                    posting.add_to(out);
-                }
-            }
-        }
-    }
-
-    fn text_matching(&self, keep: impl Fn(&str) -> bool, out: &mut RoaringBitmap) {
-        for (text, posting) in &self.text {
-            if keep(text) {
-                posting.add_to(out);
-            }
-        }
-    }
 }
 
-fn finite_number(text: &str) -> Option<f64> {
+pub(crate) fn finite_number(text: &str) -> Option<f64> {
     text.trim()
         .parse::<f64>()
         .ok()
@@ -303,10 +274,10 @@ fn finite_number(text: &str) -> Option<f64> {
 
 /// One field of a tenant's index.
 #[derive(Debug)]
-struct FieldIndex {
-    field: Field,
-    present: Ordinals,
-    terms: FieldTerms,
+pub(crate) struct FieldIndex {
+    pub(crate) field: Field,
+    pub(crate) present: Ordinals,
+    pub(crate) terms: FieldTerms,
     /// For a metadata path: the numbers of the paths one member below it.
     members: FxHashMap<CompactString, u32>,
 }
@@ -360,12 +331,13 @@ impl Candidates {
     }
 }
 
+/// The field index of one ordinal range of a tenant: everything the planner looks up by field and value.
+/// A tenant has one per WAL segment its events are in ([`MemoryPart`]) until the segment is compacted and
+/// the part is written to the segment's index file ([`crate::piece`]).
 #[derive(Default)]
-pub struct TenantIndex {
-    entries: Vec<Entry>,
-    by_time: TimeOrder,
+pub(crate) struct FieldsPart {
     /// Per field, numbered in order of first appearance: where it is present, and its term dictionary.
-    fields: Vec<FieldIndex>,
+    pub(crate) fields: Vec<FieldIndex>,
     /// The number of each field, for queries.
     numbers: FxHashMap<Field, u32>,
     /// On ingest, fields are found by the event's own keys, without building their names: the numbers of the
@@ -375,9 +347,59 @@ pub struct TenantIndex {
     resources: FxHashMap<CompactString, u32>,
     context: FxHashMap<CompactString, u32>,
     metadata: FxHashMap<CompactString, u32>,
-    unindexed: HashSet<Field>,
-    words: FxHashMap<CompactString, Ordinals>,
-    json_fields: usize,
+    pub(crate) unindexed: HashSet<Field>,
+    pub(crate) words: FxHashMap<CompactString, Ordinals>,
+    pub(crate) json_fields: usize,
+}
+
+/// The field index of a tenant's events in one WAL segment: ordinals `first..end`, created in `times`.
+pub(crate) struct MemoryPart {
+    pub(crate) segment: u32,
+    pub(crate) first: u32,
+    pub(crate) end: u32,
+    pub(crate) times: (i64, i64),
+    pub(crate) fields: FieldsPart,
+}
+
+/// A part of a tenant's field index: in memory, or in a compacted segment's index file.
+enum Part {
+    Memory(Box<MemoryPart>),
+    Disk(TenantPiece),
+}
+
+impl Part {
+    fn first(&self) -> u32 {
+        match self {
+            Part::Memory(part) => part.first,
+            Part::Disk(piece) => piece.first,
+        }
+    }
+    fn end(&self) -> u32 {
+        match self {
+            Part::Memory(part) => part.end,
+            Part::Disk(piece) => piece.end,
+        }
+    }
+    fn segment(&self) -> u32 {
+        match self {
+            Part::Memory(part) => part.segment,
+            Part::Disk(piece) => piece.segment,
+        }
+    }
+    fn times(&self) -> (i64, i64) {
+        match self {
+            Part::Memory(part) => part.times,
+            Part::Disk(piece) => piece.times,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct TenantIndex {
+    entries: Vec<Entry>,
+    by_time: TimeOrder,
+    /// The field index, in parts over consecutive ordinal ranges, in ordinal order.
+    parts: Vec<Part>,
     /// Per hour (`created_at` divided by [`HOUR_MS`], rounded down): its ordinals and rolled-up counts.
     hours: BTreeMap<i64, Hour>,
     /// Per field of [`ROLLED_UP`], its values.
@@ -445,13 +467,8 @@ impl TenantIndex {
             .find(|&ordinal| self.entries[ordinal as usize].id() == key)
     }
 
-    fn field(&self, field: &Field) -> Option<&FieldIndex> {
-        self.numbers
-            .get(field)
-            .map(|&number| &self.fields[number as usize])
-    }
-
-    /// Adds the next event of the tenant; `event.seq` must be `len() + 1`.
+    /// Adds the next event of the tenant; `event.seq` must be `len() + 1`. Its fields go to the in-memory
+    /// part of its segment, unless an index file already holds them (at open).
     pub fn insert(&mut self, event: &Event, location: Location) {
         debug_assert_eq!(
             event.seq as usize,
@@ -475,35 +492,112 @@ impl TenantIndex {
             Some(event.outcome.as_str()),
         ];
         self.roll_up(event.created_at, &text_fields, ordinal);
-        for (slot, value) in text_fields.into_iter().enumerate() {
-            if let Some(value) = value {
-                let number = self.fixed_number(slot);
-                self.add_term(number, TermRef::Text(value), ordinal);
-            }
-        }
-        for (key, value) in &event.resources {
-            if let Some(number) = self.member_number(Parent::Resources, key) {
-                self.add_term(number, TermRef::Text(value), ordinal);
-            }
-        }
-        if let Some(description) = &event.description {
-            let number = self.fixed_number(DESCRIPTION);
-            self.fields[number as usize].present.push(ordinal);
-            for word in words_of(description) {
-                add_posting(&mut self.words, &word, ordinal);
-            }
-        }
-        let mut budget = MAX_LEAVES_PER_EVENT;
-        for (key, value) in &event.context {
-            if let Some(number) = self.member_number(Parent::Context, key) {
-                self.add_json(number, value, ordinal, &mut budget, false);
-            }
-        }
-        if let Some(Value::Object(members)) = &event.metadata {
-            self.add_members(Parent::Metadata, members, ordinal, &mut budget);
+        if let Some(part) = self.part_for(ordinal, location.record.segment, event.created_at) {
+            part.insert(event, text_fields, ordinal);
         }
     }
 
+    /// The in-memory part that takes `ordinal` (the next one), started when it is the first of its segment;
+    /// `None` when an attached index file already covers it.
+    fn part_for(&mut self, ordinal: u32, segment: u32, created_at: i64) -> Option<&mut FieldsPart> {
+        // Parts are in ordinal order: the one `ordinal` would extend is the last that starts at or before it.
+        let position = self.parts.partition_point(|part| part.first() <= ordinal);
+        let extends = match position.checked_sub(1).map(|before| &self.parts[before]) {
+            Some(Part::Disk(piece)) if ordinal < piece.end => return None,
+            Some(Part::Memory(part)) => part.segment == segment && part.end == ordinal,
+            _ => false,
+        };
+        let at = if extends {
+            position - 1
+        } else {
+            self.parts.insert(
+                position,
+                Part::Memory(Box::new(MemoryPart {
+                    segment,
+                    first: ordinal,
+                    end: ordinal,
+                    times: (created_at, created_at),
+                    fields: FieldsPart::default(),
+                })),
+            );
+            position
+        };
+        let Part::Memory(part) = &mut self.parts[at] else {
+            unreachable!("a memory part was found or made")
+        };
+        part.end += 1;
+        part.times = (part.times.0.min(created_at), part.times.1.max(created_at));
+        Some(&mut part.fields)
+    }
+
+    /// The in-memory part of `segment`, if the tenant has events there that no index file holds yet.
+    pub(crate) fn memory_part(&self, segment: u32) -> Option<&MemoryPart> {
+        self.parts.iter().find_map(|part| match part {
+            Part::Memory(memory) if memory.segment == segment => Some(&**memory),
+            _ => None,
+        })
+    }
+
+    /// Puts an index file's piece in place: instead of the in-memory part of its segment (after compaction),
+    /// or, at open before the log is replayed, among the other pieces in ordinal order.
+    pub(crate) fn attach(&mut self, piece: TenantPiece) -> std::result::Result<(), String> {
+        let position = self
+            .parts
+            .partition_point(|part| part.first() < piece.first);
+        match self.parts.get(position) {
+            Some(Part::Memory(memory)) if memory.segment == piece.segment => {
+                if (memory.first, memory.end) != (piece.first, piece.end) {
+                    return Err(format!(
+                        "the index file of segment {} holds ordinals {}..{}, the log {}..{}",
+                        piece.segment, piece.first, piece.end, memory.first, memory.end
+                    ));
+                }
+                self.parts[position] = Part::Disk(piece);
+            }
+            next => {
+                let overlaps = next.is_some_and(|next| next.first() < piece.end)
+                    || position
+                        .checked_sub(1)
+                        .is_some_and(|before| self.parts[before].end() > piece.first);
+                if overlaps || piece.first >= piece.end {
+                    return Err(format!(
+                        "the index file of segment {} holds ordinals {}..{}, which overlap another part",
+                        piece.segment, piece.first, piece.end
+                    ));
+                }
+                self.parts.insert(position, Part::Disk(piece));
+            }
+        }
+        Ok(())
+    }
+
+    /// After the log is replayed at open: whether every attached piece covers events that the log has in its
+    /// segment, and the parts cover every event.
+    pub(crate) fn check_parts(&self) -> std::result::Result<(), String> {
+        let mut next = 0;
+        for part in &self.parts {
+            let (first, end) = (part.first(), part.end());
+            let in_segment = |ordinal: u32| {
+                self.entries
+                    .get(ordinal as usize)
+                    .is_some_and(|entry| entry.segment == part.segment())
+            };
+            if first != next || !in_segment(first) || !in_segment(end - 1) {
+                return Err(format!(
+                    "the index of segment {} covers ordinals {first}..{end}, which the log does not have there",
+                    part.segment()
+                ));
+            }
+            next = end;
+        }
+        if next as usize != self.entries.len() {
+            return Err(format!(
+                "the index covers {next} events of {}",
+                self.entries.len()
+            ));
+        }
+        Ok(())
+    }
     /// Adds the event to its hour, and counts its values of the [`ROLLED_UP`] fields there (taken from its
     /// values of the [`FIXED`] text fields).
     fn roll_up(&mut self, created_at: i64, text_fields: &[Option<&str>], ordinal: u32) {
@@ -550,179 +644,66 @@ impl TenantIndex {
         }
     }
 
-    fn new_field(&mut self, field: Field) -> u32 {
-        let number = self.fields.len() as u32;
-        self.numbers.insert(field.clone(), number);
-        self.fields.push(FieldIndex {
-            field,
-            present: Ordinals::default(),
-            terms: FieldTerms::default(),
-            members: FxHashMap::default(),
-        });
-        number
-    }
-
-    fn fixed_number(&mut self, slot: usize) -> u32 {
-        match self.fixed[slot] {
-            Some(number) => number,
-            None => {
-                let number = self.new_field(FIXED[slot].clone());
-                self.fixed[slot] = Some(number);
-                number
-            }
-        }
-    }
-
-    /// The number of a resource, context key or metadata member, numbering it when new; `None` when it
-    /// would be one JSON field more than [`MAX_JSON_FIELDS`] (it is then unindexed).
-    fn member_number(&mut self, parent: Parent, key: &str) -> Option<u32> {
-        let known = match parent {
-            Parent::Resources => &self.resources,
-            Parent::Context => &self.context,
-            Parent::Metadata => &self.metadata,
-            Parent::Path(number) => &self.fields[number as usize].members,
-        };
-        if let Some(&number) = known.get(key) {
-            return Some(number);
-        }
-        let field = match parent {
-            Parent::Resources => Field::Resource(key.to_string()),
-            Parent::Context => Field::Context(key.to_string()),
-            Parent::Metadata => Field::Metadata(key.to_string()),
-            Parent::Path(number) => self.member_path(number, key),
-        };
-        if parent != Parent::Resources {
-            if self.json_fields >= MAX_JSON_FIELDS {
-                self.unindexed.insert(field);
-                return None;
-            }
-            self.json_fields += 1;
-        }
-        let number = self.new_field(field);
-        let known = match parent {
-            Parent::Resources => &mut self.resources,
-            Parent::Context => &mut self.context,
-            Parent::Metadata => &mut self.metadata,
-            Parent::Path(parent) => &mut self.fields[parent as usize].members,
-        };
-        known.insert(key.into(), number);
-        Some(number)
-    }
-
-    /// The metadata path of member `key` of the metadata path numbered `number`.
-    fn member_path(&self, number: u32, key: &str) -> Field {
-        let Field::Metadata(path) = &self.fields[number as usize].field else {
-            unreachable!("only metadata paths have members")
-        };
-        Field::Metadata(format!("{path}.{key}"))
-    }
-
-    /// Whether some events may have `field` without the index knowing: it was marked unindexed, or it is a
-    /// JSON field the index never numbered after the tenant reached [`MAX_JSON_FIELDS`] (a path below a refused
-    /// one is not marked itself).
-    fn not_indexed(&self, field: &Field) -> bool {
-        self.unindexed.contains(field)
-            || (matches!(field, Field::Metadata(_) | Field::Context(_))
-                && self.json_fields >= MAX_JSON_FIELDS
-                && !self.numbers.contains_key(field))
-    }
-
-    fn add_term(&mut self, number: u32, term: TermRef<'_>, ordinal: u32) {
-        let index = &mut self.fields[number as usize];
-        index.present.push(ordinal);
-        if matches!(term, TermRef::Text(text) if text.len() > MAX_TERM_BYTES) {
-            let field = index.field.clone();
-            self.unindexed.insert(field);
-        } else {
-            index.terms.insert(term, ordinal);
-        }
-    }
-
-    /// Indexes the members of a metadata object (the whole metadata, or the object at metadata path
-    /// `parent`), each under its own path.
-    fn add_members(
-        &mut self,
-        parent: Parent,
-        members: &serde_json::Map<String, Value>,
-        ordinal: u32,
-        budget: &mut usize,
-    ) {
-        for (key, value) in members {
-            if key.contains('.') || key.is_empty() {
-                // `a.b` as one key cannot be told apart from a nested path: leave it to evaluation.
-                let field = match parent {
-                    Parent::Path(number) => self.member_path(number, key),
-                    _ => Field::Metadata(key.clone()),
-                };
-                self.unindexed.insert(field);
-                continue;
-            }
-            if let Some(number) = self.member_number(parent, key) {
-                self.add_json(number, value, ordinal, budget, true);
-            }
-        }
-    }
-
-    /// Indexes one JSON value under field `number`. Metadata objects (`nested`) continue as sub-paths; context
-    /// objects are only present.
-    fn add_json(
-        &mut self,
-        number: u32,
-        value: &Value,
-        ordinal: u32,
-        budget: &mut usize,
-        nested: bool,
-    ) {
-        // Scalars are marked present by `add_term`; containers are present even when empty.
-        if matches!(value, Value::Array(_) | Value::Object(_)) {
-            self.fields[number as usize].present.push(ordinal);
-        }
-        self.add_json_value(number, value, ordinal, budget, nested);
-    }
-
-    /// The value (or array element) itself: scalars are terms of the field, arrays are flattened, objects
-    /// continue the metadata path.
-    fn add_json_value(
-        &mut self,
-        number: u32,
-        value: &Value,
-        ordinal: u32,
-        budget: &mut usize,
-        nested: bool,
-    ) {
-        match value {
-            Value::Array(items) => {
-                for item in items {
-                    self.add_json_value(number, item, ordinal, budget, nested);
-                }
-            }
-            Value::Object(members) => {
-                if nested {
-                    self.add_members(Parent::Path(number), members, ordinal, budget);
-                }
-            }
-            scalar => {
-                if *budget == 0 {
-                    let field = self.fields[number as usize].field.clone();
-                    self.unindexed.insert(field);
-                    return;
-                }
-                *budget -= 1;
-                let term = TermRef::of(scalar).expect("a scalar");
-                self.add_term(number, term, ordinal);
-            }
-        }
-    }
-
-    fn all(&self) -> RoaringBitmap {
-        let mut all = RoaringBitmap::new();
-        all.insert_range(0..self.entries.len() as u32);
-        all
-    }
-
     /// Plans `filter` into candidates.
     pub fn plan(&self, filter: &Filter) -> Candidates {
-        match filter {
+        self.plan_between(filter, i64::MIN, i64::MAX)
+    }
+
+    /// Plans `filter` for the events created in `[low, high]`. Each part of the index is planned on its own
+    /// (a filter is a property of each event, and parts hold disjoint events); a part with no event in the
+    /// window is not asked, and its ordinals are left out: a scan of the window never reaches them.
+    pub fn plan_between(&self, filter: &Filter, low: i64, high: i64) -> Candidates {
+        if matches!(filter, Filter::All) {
+            return Candidates {
+                bitmap: None,
+                exact: true,
+            };
+        }
+        let mut union = RoaringBitmap::new();
+        let mut exact = true;
+        let mut everything = true;
+        for part in &self.parts {
+            let (oldest, newest) = part.times();
+            if newest < low || oldest > high {
+                continue;
+            }
+            let (first, end) = (part.first(), part.end());
+            let planned = match part {
+                Part::Memory(memory) => self.plan_part(&memory.fields, first, end, filter),
+                Part::Disk(piece) => piece
+                    .load()
+                    .and_then(|loaded| self.plan_part(&loaded, first, end, filter)),
+            };
+            let planned = planned.unwrap_or_else(|error| {
+                tracing::warn!(%error, segment = part.segment(), "an index file could not be read; its events are checked one by one");
+                Candidates::unknown()
+            });
+            exact &= planned.exact;
+            match planned.bitmap {
+                Some(bitmap) => {
+                    everything = false;
+                    union |= bitmap;
+                }
+                None => {
+                    union.insert_range(first..end);
+                }
+            }
+        }
+        Candidates {
+            bitmap: (!everything).then_some(union),
+            exact,
+        }
+    }
+
+    /// Plans `filter` in one part, over ordinals `first..end` (a `None` bitmap is all of them).
+    fn plan_part(
+        &self,
+        part: &dyn Terms,
+        first: u32,
+        end: u32,
+        filter: &Filter,
+    ) -> io::Result<Candidates> {
+        Ok(match filter {
             Filter::All => Candidates {
                 bitmap: None,
                 exact: true,
@@ -730,8 +711,8 @@ impl TenantIndex {
             Filter::And(parts) => {
                 let mut bitmap: Option<RoaringBitmap> = None;
                 let mut exact = true;
-                for part in parts {
-                    let planned = self.plan(part);
+                for inner in parts {
+                    let planned = self.plan_part(part, first, end, inner)?;
                     exact &= planned.exact;
                     if let Some(part_bitmap) = planned.bitmap {
                         bitmap = Some(match bitmap {
@@ -746,8 +727,8 @@ impl TenantIndex {
                 let mut union = RoaringBitmap::new();
                 let mut everything = false;
                 let mut exact = true;
-                for part in parts {
-                    let planned = self.plan(part);
+                for inner in parts {
+                    let planned = self.plan_part(part, first, end, inner)?;
                     exact &= planned.exact;
                     match planned.bitmap {
                         Some(part_bitmap) => union |= part_bitmap,
@@ -760,93 +741,73 @@ impl TenantIndex {
                 }
             }
             Filter::Not(inner) => {
-                let planned = self.plan(inner);
+                let planned = self.plan_part(part, first, end, inner)?;
                 if !planned.exact {
-                    return Candidates::unknown();
+                    return Ok(Candidates::unknown());
                 }
                 match planned.bitmap {
                     None => Candidates::exact(RoaringBitmap::new()),
-                    Some(bitmap) => Candidates::exact(self.all() - bitmap),
+                    Some(bitmap) => {
+                        let mut all = RoaringBitmap::new();
+                        all.insert_range(first..end);
+                        Candidates::exact(all - bitmap)
+                    }
                 }
             }
-            Filter::Text(phrase) => self.plan_words(phrase),
+            Filter::Text(phrase) => plan_words(part, phrase)?,
             Filter::Condition(condition) => {
-                self.plan_condition(&condition.field, &condition.predicate)
+                self.plan_condition(part, first, end, &condition.field, &condition.predicate)?
             }
-        }
+        })
     }
 
-    /// Ordinals whose description has, for every word of `phrase`, a word containing it: a superset of the
-    /// descriptions containing the phrase.
-    fn plan_words(&self, phrase: &str) -> Candidates {
-        let mut result: Option<RoaringBitmap> = None;
-        for token in words_of(phrase) {
-            let mut union = RoaringBitmap::new();
-            for (word, posting) in &self.words {
-                if word.contains(token.as_ref()) {
-                    posting.add_to(&mut union);
-                }
-            }
-            result = Some(match result {
-                Some(current) => current & union,
-                None => union,
-            });
-        }
-        Candidates {
-            bitmap: result,
-            exact: false,
-        }
-    }
-
-    fn plan_condition(&self, field: &Field, predicate: &Predicate) -> Candidates {
+    fn plan_condition(
+        &self,
+        part: &dyn Terms,
+        first: u32,
+        end: u32,
+        field: &Field,
+        predicate: &Predicate,
+    ) -> io::Result<Candidates> {
+        let clip = |mut bitmap: RoaringBitmap| {
+            bitmap.remove_range(..first);
+            bitmap.remove_range(end..);
+            Candidates::exact(bitmap)
+        };
         match field {
-            Field::CreatedAt | Field::ReceivedAt => return Candidates::unknown(),
-            Field::Seq => return Candidates::exact(self.plan_seq(predicate)),
+            Field::CreatedAt | Field::ReceivedAt => return Ok(Candidates::unknown()),
+            Field::Seq => return Ok(clip(self.plan_seq(predicate))),
             Field::Id => {
                 let lookup = |operand: &Operand| match operand {
                     Operand::Text(text) => self.ordinal_of_id(text),
                     Operand::Number(_) => None,
                 };
-                return match predicate {
-                    Predicate::Eq(operand) => {
-                        Candidates::exact(lookup(operand).into_iter().collect())
-                    }
-                    Predicate::In(operands) => {
-                        Candidates::exact(operands.iter().filter_map(lookup).collect())
-                    }
+                return Ok(match predicate {
+                    Predicate::Eq(operand) => clip(lookup(operand).into_iter().collect()),
+                    Predicate::In(operands) => clip(operands.iter().filter_map(lookup).collect()),
                     Predicate::Exists => Candidates {
                         bitmap: None,
                         exact: true,
                     },
                     _ => Candidates::unknown(),
-                };
+                });
             }
             Field::Description => {
-                return match predicate {
-                    Predicate::Exists => Candidates::exact(
-                        self.field(field)
-                            .map(|index| index.present.to_bitmap())
-                            .unwrap_or_default(),
-                    ),
-                    Predicate::Contains(needle) => self.plan_words(needle),
+                return Ok(match predicate {
+                    Predicate::Exists => {
+                        let mut present = RoaringBitmap::new();
+                        part.present(field, &mut present)?;
+                        Candidates::exact(present)
+                    }
+                    Predicate::Contains(needle) => plan_words(part, needle)?,
                     _ => Candidates::unknown(),
-                }
+                });
             }
             _ => {}
         }
-        if self.not_indexed(field) {
-            return Candidates::unknown();
+        if part.not_indexed(field) {
+            return Ok(Candidates::unknown());
         }
-        if let Predicate::Exists = predicate {
-            return Candidates::exact(
-                self.field(field)
-                    .map(|index| index.present.to_bitmap())
-                    .unwrap_or_default(),
-            );
-        }
-        let Some(dictionary) = self.field(field).map(|index| &index.terms) else {
-            return Candidates::exact(RoaringBitmap::new());
-        };
         let json = field.kind() == FieldKind::Json;
         let mut result = RoaringBitmap::new();
         let text_of = |operand: &Operand| match operand {
@@ -854,14 +815,15 @@ impl TenantIndex {
             Operand::Number(_) => None,
         };
         match predicate {
+            Predicate::Exists => part.present(field, &mut result)?,
             Predicate::Eq(operand) => {
                 if let Some(text) = text_of(operand) {
-                    dictionary.equal(&text, json, &mut result);
+                    part.equal(field, &text, json, &mut result)?;
                 }
             }
             Predicate::In(operands) => {
                 for text in operands.iter().filter_map(text_of) {
-                    dictionary.equal(&text, json, &mut result);
+                    part.equal(field, &text, json, &mut result)?;
                 }
             }
             Predicate::Gt(operand)
@@ -875,18 +837,33 @@ impl TenantIndex {
                         Predicate::Lt(_) => ordering == Ordering::Less,
                         _ => ordering != Ordering::Greater,
                     };
-                    dictionary.compare(&text, json, accept, &mut result);
+                    // Text lexicographically; numbers numerically when the operand is a number.
+                    let wanted = finite_number(&text).filter(|_| json);
+                    part.select(
+                        field,
+                        &mut |term| match term {
+                            TermKey::Text(value) => accept(value.cmp(text.as_str())),
+                            TermKey::Number(number) => wanted.is_some_and(|wanted| {
+                                number.partial_cmp(&wanted).is_some_and(accept)
+                            }),
+                            _ => false,
+                        },
+                        &mut result,
+                    )?;
                 }
             }
-            Predicate::Contains(needle) => {
-                dictionary.text_matching(|text| contains_folded(text, needle), &mut result)
-            }
-            Predicate::Prefix(prefix) => {
-                dictionary.text_matching(|text| text.starts_with(prefix.as_str()), &mut result)
-            }
-            Predicate::Exists => unreachable!("handled above"),
+            Predicate::Contains(needle) => part.select(
+                field,
+                &mut |term| matches!(term, TermKey::Text(text) if contains_folded(text, needle)),
+                &mut result,
+            )?,
+            Predicate::Prefix(prefix) => part.select(
+                field,
+                &mut |term| matches!(term, TermKey::Text(text) if text.starts_with(prefix.as_str())),
+                &mut result,
+            )?,
         }
-        Candidates::exact(result)
+        Ok(Candidates::exact(result))
     }
 
     fn plan_seq(&self, predicate: &Predicate) -> RoaringBitmap {
@@ -918,44 +895,89 @@ impl TenantIndex {
             Predicate::Gte(operand) => range(number(operand), i64::MAX),
             Predicate::Lt(operand) => range(i64::MIN, number(operand)),
             Predicate::Lte(operand) => range(i64::MIN, number(operand).saturating_add(1)),
-            Predicate::Exists => self.all(),
+            Predicate::Exists => range(1, i64::MAX),
             Predicate::Contains(_) | Predicate::Prefix(_) => RoaringBitmap::new(),
         }
+    }
+
+    /// Whether some events of the tenant may have `field` without the index knowing.
+    fn not_indexed(&self, field: &Field) -> bool {
+        self.parts.iter().any(|part| match part {
+            Part::Memory(memory) => memory.fields.not_indexed(field),
+            Part::Disk(piece) => piece.may_leave_out(field),
+        })
     }
 
     /// The ordinals of each value of `field`, named as the API prints values (numbers and booleans as JSON),
     /// or `None` when the field could not be fully indexed for this tenant.
     pub fn value_postings(&self, field: &Field) -> Option<Vec<(String, RoaringBitmap)>> {
-        if self.not_indexed(field)
-            || matches!(field.kind(), FieldKind::Time | FieldKind::Seq)
+        if matches!(field.kind(), FieldKind::Time | FieldKind::Seq)
             || *field == Field::Id
             || *field == Field::Description
+            || self.not_indexed(field)
         {
             return None;
         }
-        let Some(index) = self.field(field) else {
-            return Some(Vec::new());
+        // Keyed by kind (text, number, the rest) and name, as the parts' dictionaries keep them apart.
+        let mut merged: BTreeMap<(u8, String), RoaringBitmap> = BTreeMap::new();
+        let mut visit = |term: TermKey<'_>, posting: RoaringBitmap| {
+            let key = match term {
+                TermKey::Text(text) => (0, text.to_string()),
+                TermKey::Number(number) => (
+                    1,
+                    serde_json::Number::from_f64(number)
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
+                ),
+                TermKey::True => (2, "true".to_string()),
+                TermKey::False => (2, "false".to_string()),
+                TermKey::Null => (2, "null".to_string()),
+            };
+            *merged.entry(key).or_default() |= posting;
         };
-        let terms = &index.terms;
-        let mut out = Vec::with_capacity(terms.text.len() + terms.numbers.len() + 3);
-        for (text, posting) in &terms.text {
-            out.push((text.to_string(), posting.to_bitmap()));
+        for part in &self.parts {
+            let read = match part {
+                Part::Memory(memory) => memory.fields.postings(field, &mut visit),
+                Part::Disk(piece) => piece
+                    .load()
+                    .and_then(|loaded| loaded.postings(field, &mut visit)),
+            };
+            if let Err(error) = read {
+                tracing::warn!(%error, segment = part.segment(), "an index file could not be read; values are counted event by event");
+                return None;
+            }
         }
-        for (number, posting) in &terms.numbers {
-            out.push((
-                serde_json::Number::from_f64(number.0)
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
-                posting.to_bitmap(),
-            ));
-        }
-        for (name, posting) in [
-            ("true", &terms.trues),
-            ("false", &terms.falses),
-            ("null", &terms.nulls),
-        ] {
-            if !posting.is_empty() {
-                out.push((name.to_string(), posting.to_bitmap()));
+        Some(
+            merged
+                .into_iter()
+                .map(|((_, name), posting)| (name, posting))
+                .collect(),
+        )
+    }
+
+    /// The events of ordinals `low..=high` whose `field` is the text `value`, from every part over them;
+    /// `None` when an index file could not be read.
+    fn text_posting(
+        &self,
+        field: &Field,
+        value: &str,
+        low: u32,
+        high: u32,
+    ) -> Option<RoaringBitmap> {
+        let mut out = RoaringBitmap::new();
+        for part in &self.parts {
+            if part.end() <= low || part.first() > high {
+                continue;
+            }
+            let read = match part {
+                Part::Memory(memory) => memory.fields.equal(field, value, false, &mut out),
+                Part::Disk(piece) => piece
+                    .load()
+                    .and_then(|loaded| loaded.equal(field, value, false, &mut out)),
+            };
+            if let Err(error) = read {
+                tracing::warn!(%error, segment = part.segment(), "an index file could not be read; values are counted event by event");
+                return None;
             }
         }
         Some(out)
@@ -1060,12 +1082,12 @@ impl TenantIndex {
                     if part.is_empty() {
                         continue;
                     }
-                    let terms = &self.field(field)?.terms.text;
+                    let (Some(low), Some(high)) = (part.min(), part.max()) else {
+                        continue;
+                    };
                     for (number, name) in values.names.iter().enumerate() {
-                        counts[row + number] += match terms.get(name.as_ref()) {
-                            Some(posting) => posting.intersection_len(&part),
-                            None => 0,
-                        };
+                        let posting = self.text_posting(field, name, low, high)?;
+                        counts[row + number] += posting.intersection_len(&part);
                     }
                 }
             }
@@ -1197,6 +1219,361 @@ impl TenantIndex {
             }
         }
     }
+}
+
+impl FieldsPart {
+    fn field(&self, field: &Field) -> Option<&FieldIndex> {
+        self.numbers
+            .get(field)
+            .map(|&number| &self.fields[number as usize])
+    }
+
+    /// Indexes the fields of an event (its [`FIXED`] text fields given).
+    fn insert(&mut self, event: &Event, text_fields: [Option<&str>; DESCRIPTION], ordinal: u32) {
+        for (slot, value) in text_fields.into_iter().enumerate() {
+            if let Some(value) = value {
+                let number = self.fixed_number(slot);
+                self.add_term(number, TermRef::Text(value), ordinal);
+            }
+        }
+        for (key, value) in &event.resources {
+            if let Some(number) = self.member_number(Parent::Resources, key) {
+                self.add_term(number, TermRef::Text(value), ordinal);
+            }
+        }
+        if let Some(description) = &event.description {
+            let number = self.fixed_number(DESCRIPTION);
+            self.fields[number as usize].present.push(ordinal);
+            for word in words_of(description) {
+                add_posting(&mut self.words, &word, ordinal);
+            }
+        }
+        let mut budget = MAX_LEAVES_PER_EVENT;
+        for (key, value) in &event.context {
+            if let Some(number) = self.member_number(Parent::Context, key) {
+                self.add_json(number, value, ordinal, &mut budget, false);
+            }
+        }
+        if let Some(Value::Object(members)) = &event.metadata {
+            self.add_members(Parent::Metadata, members, ordinal, &mut budget);
+        }
+    }
+
+    fn new_field(&mut self, field: Field) -> u32 {
+        let number = self.fields.len() as u32;
+        self.numbers.insert(field.clone(), number);
+        self.fields.push(FieldIndex {
+            field,
+            present: Ordinals::default(),
+            terms: FieldTerms::default(),
+            members: FxHashMap::default(),
+        });
+        number
+    }
+
+    fn fixed_number(&mut self, slot: usize) -> u32 {
+        match self.fixed[slot] {
+            Some(number) => number,
+            None => {
+                let number = self.new_field(FIXED[slot].clone());
+                self.fixed[slot] = Some(number);
+                number
+            }
+        }
+    }
+
+    /// The number of a resource, context key or metadata member, numbering it when new; `None` when it
+    /// would be one JSON field more than [`MAX_JSON_FIELDS`] (it is then unindexed).
+    fn member_number(&mut self, parent: Parent, key: &str) -> Option<u32> {
+        let known = match parent {
+            Parent::Resources => &self.resources,
+            Parent::Context => &self.context,
+            Parent::Metadata => &self.metadata,
+            Parent::Path(number) => &self.fields[number as usize].members,
+        };
+        if let Some(&number) = known.get(key) {
+            return Some(number);
+        }
+        let field = match parent {
+            Parent::Resources => Field::Resource(key.to_string()),
+            Parent::Context => Field::Context(key.to_string()),
+            Parent::Metadata => Field::Metadata(key.to_string()),
+            Parent::Path(number) => self.member_path(number, key),
+        };
+        if parent != Parent::Resources {
+            if self.json_fields >= MAX_JSON_FIELDS {
+                self.unindexed.insert(field);
+                return None;
+            }
+            self.json_fields += 1;
+        }
+        let number = self.new_field(field);
+        let known = match parent {
+            Parent::Resources => &mut self.resources,
+            Parent::Context => &mut self.context,
+            Parent::Metadata => &mut self.metadata,
+            Parent::Path(parent) => &mut self.fields[parent as usize].members,
+        };
+        known.insert(key.into(), number);
+        Some(number)
+    }
+
+    /// The metadata path of member `key` of the metadata path numbered `number`.
+    fn member_path(&self, number: u32, key: &str) -> Field {
+        let Field::Metadata(path) = &self.fields[number as usize].field else {
+            unreachable!("only metadata paths have members")
+        };
+        Field::Metadata(format!("{path}.{key}"))
+    }
+
+    /// Whether some events may have `field` without the index knowing: it was marked unindexed, or it is a
+    /// JSON field the index never numbered after the tenant reached [`MAX_JSON_FIELDS`] (a path below a refused
+    /// one is not marked itself).
+    pub(crate) fn not_indexed(&self, field: &Field) -> bool {
+        self.unindexed.contains(field)
+            || (matches!(field, Field::Metadata(_) | Field::Context(_))
+                && self.json_fields >= MAX_JSON_FIELDS
+                && !self.numbers.contains_key(field))
+    }
+
+    fn add_term(&mut self, number: u32, term: TermRef<'_>, ordinal: u32) {
+        let index = &mut self.fields[number as usize];
+        index.present.push(ordinal);
+        if matches!(term, TermRef::Text(text) if text.len() > MAX_TERM_BYTES) {
+            let field = index.field.clone();
+            self.unindexed.insert(field);
+        } else {
+            index.terms.insert(term, ordinal);
+        }
+    }
+
+    /// Indexes the members of a metadata object (the whole metadata, or the object at metadata path
+    /// `parent`), each under its own path.
+    fn add_members(
+        &mut self,
+        parent: Parent,
+        members: &serde_json::Map<String, Value>,
+        ordinal: u32,
+        budget: &mut usize,
+    ) {
+        for (key, value) in members {
+            if key.contains('.') || key.is_empty() {
+                // `a.b` as one key cannot be told apart from a nested path: leave it to evaluation.
+                let field = match parent {
+                    Parent::Path(number) => self.member_path(number, key),
+                    _ => Field::Metadata(key.clone()),
+                };
+                self.unindexed.insert(field);
+                continue;
+            }
+            if let Some(number) = self.member_number(parent, key) {
+                self.add_json(number, value, ordinal, budget, true);
+            }
+        }
+    }
+
+    /// Indexes one JSON value under field `number`. Metadata objects (`nested`) continue as sub-paths; context
+    /// objects are only present.
+    fn add_json(
+        &mut self,
+        number: u32,
+        value: &Value,
+        ordinal: u32,
+        budget: &mut usize,
+        nested: bool,
+    ) {
+        // Scalars are marked present by `add_term`; containers are present even when empty.
+        if matches!(value, Value::Array(_) | Value::Object(_)) {
+            self.fields[number as usize].present.push(ordinal);
+        }
+        self.add_json_value(number, value, ordinal, budget, nested);
+    }
+
+    /// The value (or array element) itself: scalars are terms of the field, arrays are flattened, objects
+    /// continue the metadata path.
+    fn add_json_value(
+        &mut self,
+        number: u32,
+        value: &Value,
+        ordinal: u32,
+        budget: &mut usize,
+        nested: bool,
+    ) {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.add_json_value(number, item, ordinal, budget, nested);
+                }
+            }
+            Value::Object(members) => {
+                if nested {
+                    self.add_members(Parent::Path(number), members, ordinal, budget);
+                }
+            }
+            scalar => {
+                if *budget == 0 {
+                    let field = self.fields[number as usize].field.clone();
+                    self.unindexed.insert(field);
+                    return;
+                }
+                *budget -= 1;
+                let term = TermRef::of(scalar).expect("a scalar");
+                self.add_term(number, term, ordinal);
+            }
+        }
+    }
+}
+
+/// A value of a field's dictionary, as [`Terms`] visits them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TermKey<'a> {
+    Text(&'a str),
+    Number(f64),
+    True,
+    False,
+    Null,
+}
+
+/// What the planner asks of one part of a tenant's field index, in memory or in an index file. Postings are
+/// added to `out` as ordinals of the tenant.
+pub(crate) trait Terms {
+    /// Whether some events of the part may have `field` without the part knowing.
+    fn not_indexed(&self, field: &Field) -> bool;
+    /// The events where `field` is present.
+    fn present(&self, field: &Field, out: &mut RoaringBitmap) -> io::Result<()>;
+    /// Events with a value equal to the operand; for JSON fields also the number, boolean or null it spells
+    /// (the evaluator's `json_compare`).
+    fn equal(
+        &self,
+        field: &Field,
+        operand: &str,
+        json: bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()>;
+    /// The events of every value `keep` accepts.
+    fn select(
+        &self,
+        field: &Field,
+        keep: &mut dyn FnMut(TermKey<'_>) -> bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()>;
+    /// Every value of `field` with its (non-empty) posting.
+    fn postings(
+        &self,
+        field: &Field,
+        visit: &mut dyn FnMut(TermKey<'_>, RoaringBitmap),
+    ) -> io::Result<()>;
+    /// The events whose description has a word `keep` accepts.
+    fn words_matching(
+        &self,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()>;
+}
+
+impl Terms for FieldsPart {
+    fn not_indexed(&self, field: &Field) -> bool {
+        FieldsPart::not_indexed(self, field)
+    }
+
+    fn present(&self, field: &Field, out: &mut RoaringBitmap) -> io::Result<()> {
+        if let Some(index) = self.field(field) {
+            index.present.add_to(out);
+        }
+        Ok(())
+    }
+
+    fn equal(
+        &self,
+        field: &Field,
+        operand: &str,
+        json: bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()> {
+        if let Some(index) = self.field(field) {
+            index.terms.equal(operand, json, out);
+        }
+        Ok(())
+    }
+
+    fn select(
+        &self,
+        field: &Field,
+        keep: &mut dyn FnMut(TermKey<'_>) -> bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()> {
+        self.postings_of(field, |term, posting| {
+            if keep(term) {
+                posting.add_to(out);
+            }
+        });
+        Ok(())
+    }
+
+    fn postings(
+        &self,
+        field: &Field,
+        visit: &mut dyn FnMut(TermKey<'_>, RoaringBitmap),
+    ) -> io::Result<()> {
+        self.postings_of(field, |term, posting| visit(term, posting.to_bitmap()));
+        Ok(())
+    }
+
+    fn words_matching(
+        &self,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()> {
+        for (word, posting) in &self.words {
+            if keep(word) {
+                posting.add_to(out);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FieldsPart {
+    /// Every value of `field` with a non-empty posting.
+    pub(crate) fn postings_of(&self, field: &Field, mut visit: impl FnMut(TermKey<'_>, &Ordinals)) {
+        let Some(index) = self.field(field) else {
+            return;
+        };
+        let terms = &index.terms;
+        for (text, posting) in &terms.text {
+            visit(TermKey::Text(text), posting);
+        }
+        for (number, posting) in &terms.numbers {
+            visit(TermKey::Number(number.0), posting);
+        }
+        for (term, posting) in [
+            (TermKey::True, &terms.trues),
+            (TermKey::False, &terms.falses),
+            (TermKey::Null, &terms.nulls),
+        ] {
+            if !posting.is_empty() {
+                visit(term, posting);
+            }
+        }
+    }
+}
+
+/// Ordinals of a part whose description has, for every word of `phrase`, a word containing it: a superset of
+/// the descriptions containing the phrase.
+fn plan_words(part: &dyn Terms, phrase: &str) -> io::Result<Candidates> {
+    let mut result: Option<RoaringBitmap> = None;
+    for token in words_of(phrase) {
+        let mut union = RoaringBitmap::new();
+        part.words_matching(&|word| word.contains(token.as_ref()), &mut union)?;
+        result = Some(match result {
+            Some(current) => current & union,
+            None => union,
+        });
+    }
+    Ok(Candidates {
+        bitmap: result,
+        exact: false,
+    })
 }
 
 /// Whether `[low, high]` covers the whole of hour number `hour`.

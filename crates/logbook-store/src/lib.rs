@@ -22,6 +22,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod ordinals;
+pub mod piece;
 pub mod time_order;
 pub mod wal;
 

@@ -337,14 +337,32 @@ proptest! {
         batches in prop::collection::vec(prop::collection::vec(arbitrary_event(), 1..8), 1..8),
         queries in prop::collection::vec((prop::collection::vec(arbitrary_term(), 0..3), prop::bool::ANY, 1usize..7), 4),
         reopen_after in 0usize..8,
+        compact_after in 0usize..8,
+        damage in 0u8..3,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path());
         store.create_tenant("acme", "Acme").unwrap();
         let mut model: Vec<Event> = Vec::new();
         for (batch_index, batch) in batches.into_iter().enumerate() {
+            if batch_index == compact_after {
+                // The field index of compacted segments is then read from their index files.
+                store.compact().unwrap();
+            }
             if batch_index == reopen_after {
                 drop(store);
+                // Lost or torn index files are written again at open.
+                for name in files(&dir.path().join("blocks"), ".idx") {
+                    let path = dir.path().join("blocks").join(name);
+                    match damage {
+                        1 => std::fs::remove_file(&path).unwrap(),
+                        2 => {
+                            let bytes = std::fs::read(&path).unwrap();
+                            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+                        }
+                        _ => {}
+                    }
+                }
                 store = open(dir.path());
             }
             let receipts = append(&store, "acme", batch);
@@ -414,6 +432,7 @@ proptest! {
         window in (0i64..100, 1i64..160),
         group_by in prop::sample::select(vec!["", "type", "action", "outcome", "entity.type", "actor.id", "metadata.tags"]),
         top in 1usize..4,
+        compact_after in 0usize..9,
     ) {
         const BASE: i64 = 1_795_341_600_000;
         const QUARTER: i64 = 15 * 60_000;
@@ -429,7 +448,10 @@ proptest! {
             })
             .collect();
         let mut model: Vec<Event> = Vec::new();
-        for chunk in events.chunks(7) {
+        for (number, chunk) in events.chunks(7).enumerate() {
+            if number == compact_after {
+                store.compact().unwrap();
+            }
             for receipt in append(&store, "acme", chunk.to_vec()) {
                 model.push(store.get("acme", &receipt.id).unwrap().expect("read your writes"));
             }
@@ -581,6 +603,11 @@ fn compaction_keeps_every_event_and_key_and_survives_crashes_between_its_steps()
     assert_eq!(files(&wal_dir, ".wal"), segments[segments.len() - 1..]);
     assert_eq!(files(&blocks_dir, ".blk").len(), compacted);
     assert_eq!(
+        files(&blocks_dir, ".idx").len(),
+        compacted,
+        "an index file beside each block file"
+    );
+    assert_eq!(
         snapshot(&store, &tenants),
         before,
         "same events after compaction"
@@ -598,7 +625,34 @@ fn compaction_keeps_every_event_and_key_and_survives_crashes_between_its_steps()
     let open_segment = &segments[segments.len() - 1];
     let torn_block = blocks_dir.join(open_segment.replace(".wal", ".blk"));
     std::fs::write(&torn_block, b"LOGBOOKB\x01\x00\x00\x00").unwrap();
+    let stray_index = blocks_dir.join(open_segment.replace(".wal", ".idx"));
+    std::fs::write(&stray_index, b"LOGBOOKI").unwrap();
+    // Index files lost, torn and damaged are written again from the block files.
+    let indexes = files(&blocks_dir, ".idx");
+    std::fs::remove_file(blocks_dir.join(&indexes[0])).unwrap();
+    let torn_index = blocks_dir.join(&indexes[1]);
+    let whole = std::fs::read(&torn_index).unwrap();
+    std::fs::write(&torn_index, &whole[..whole.len() / 2]).unwrap();
+    let damaged_index = blocks_dir.join(&indexes[2]);
+    let mut bytes = std::fs::read(&damaged_index).unwrap();
+    bytes[20] ^= 0x55;
+    std::fs::write(&damaged_index, &bytes).unwrap();
     let store = open_manual();
+    assert!(
+        !stray_index.exists(),
+        "an index file without its block file is removed"
+    );
+    assert_eq!(
+        files(&blocks_dir, ".idx").len(),
+        files(&blocks_dir, ".blk").len(),
+        "missing and damaged index files are written again"
+    );
+    assert_eq!(
+        std::fs::read(&torn_index).unwrap(),
+        whole,
+        "written again the same"
+    );
+    assert_ne!(std::fs::read(&damaged_index).unwrap(), bytes);
     assert_eq!(
         files(&wal_dir, ".wal"),
         segments[segments.len() - 1..],

@@ -1,0 +1,900 @@
+//! The field index of a compacted segment, on disk: `blocks/N.idx`, beside the block file `blocks/N.blk`.
+//!
+//! While a WAL segment is written, each tenant's events in it are indexed in memory (an in-memory part of
+//! the tenant's index, [`crate::index::MemoryPart`]). When the compactor rewrites the segment as a block
+//! file it also writes these parts here, one *piece* per tenant, and the in-memory parts are dropped: only
+//! the segments not compacted yet keep their field index in memory. Queries read the pieces through the page
+//! cache with positioned reads (not memory-mapped, so they are not the process's memory), and at open the
+//! log's compacted segments are replayed without indexing their fields again.
+//!
+//! ```text
+//! file:      "LOGBOOKI" (8) | format version u32 LE (=1) | segment number u32 LE
+//!            data: postings, term chunks and tenant sections, referred to by (offset, length) spans
+//!            directory: varint tenants, then per tenant: name, first and end ordinal, oldest and newest
+//!                       created_at (i64 LE), section span, whether some fields may be unindexed (u8)
+//!            trailer: directory offset u64 LE | directory length u64 LE | CRC32C of every byte before it
+//!                     (u32 LE) | "LOGBOOKI"
+//! section:   json fields full (u8) | varint count, unindexed fields | words table | varint count, then per
+//!            field: the field | varint length, record: present posting span, text table, number table,
+//!            true, false and null posting spans
+//! table:     varint terms | postings span | chunks span | varint chunks, then per chunk its first key, offset
+//!            and length in the chunks span; a chunk holds up to 64 terms, each its key (text as UTF-8, a
+//!            number as f64 LE) and its posting's offset and length in the postings span
+//! posting:   0, varint count, ordinals as varint deltas (the first from the piece's first ordinal); or
+//!            1, a roaring bitmap in its portable serialization, whichever is smaller
+//! field:     a tag (u8); resources, context keys and metadata paths then their key as bytes
+//! ```
+//!
+//! Integers are LEB128 varints unless said otherwise; a byte string is a varint length and the bytes. The
+//! file is written and synced before the index uses it and before the WAL segment is removed; a file that is
+//! missing, torn or damaged is removed at open and written again from the block file's events.
+
+use crate::error::{Result, StoreError};
+use crate::index::{finite_number, MemoryPart, OrderedNumber, TermKey, Terms, MAX_JSON_FIELDS};
+use crate::io::{FileSystem, StorageFile};
+use crate::ordinals::Ordinals;
+use crate::wal;
+use logbook_core::filter::Field;
+use roaring::RoaringBitmap;
+use std::cmp::Ordering;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const PIECE_MAGIC: &[u8; 8] = b"LOGBOOKI";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 16;
+const TRAILER_BYTES: usize = 8 + 8 + 4 + 8;
+/// Terms per chunk: a lookup reads one chunk, found from the first keys kept in the section.
+const CHUNK_TERMS: usize = 64;
+/// Postings of more ordinals than this are written as a bitmap when that is smaller.
+const LIST_LIMIT: u64 = 32;
+
+pub fn piece_path(directory: &Path, segment: u32) -> PathBuf {
+    directory.join(format!("{segment:08}.idx"))
+}
+
+fn invalid(reason: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason.into())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// A range of the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    offset: u64,
+    len: u64,
+}
+
+impl Span {
+    fn put(self, out: &mut Vec<u8>) {
+        put_varint(out, self.offset);
+        put_varint(out, self.len);
+    }
+}
+
+/// Reads the encodings above from a byte slice; running out is an error.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn take(&mut self, count: usize) -> io::Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(count)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| invalid("truncated index data"))?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn varint(&mut self) -> io::Result<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(invalid("a varint longer than 64 bits"))
+    }
+
+    fn u32(&mut self) -> io::Result<u32> {
+        u32::try_from(self.varint()?).map_err(|_| invalid("an ordinal beyond u32"))
+    }
+
+    fn i64(&mut self) -> io::Result<i64> {
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn bytes(&mut self) -> io::Result<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).map_err(|_| invalid("a length beyond usize"))?;
+        self.take(len)
+    }
+
+    fn text(&mut self) -> io::Result<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| invalid("a key that is not UTF-8"))
+    }
+
+    fn span(&mut self) -> io::Result<Span> {
+        Ok(Span {
+            offset: self.varint()?,
+            len: self.varint()?,
+        })
+    }
+}
+
+/// The fields without a key, by tag.
+const PLAIN_FIELDS: [Field; 14] = [
+    Field::Id,
+    Field::Seq,
+    Field::Type,
+    Field::Action,
+    Field::ActorId,
+    Field::ActorType,
+    Field::ActorName,
+    Field::EntityType,
+    Field::EntityId,
+    Field::EntityName,
+    Field::Outcome,
+    Field::Description,
+    Field::CreatedAt,
+    Field::ReceivedAt,
+];
+const TAG_RESOURCE: u8 = 14;
+const TAG_CONTEXT: u8 = 15;
+const TAG_METADATA: u8 = 16;
+
+fn put_field(out: &mut Vec<u8>, field: &Field) {
+    let (tag, key) = match field {
+        Field::Resource(key) => (TAG_RESOURCE, Some(key)),
+        Field::Context(key) => (TAG_CONTEXT, Some(key)),
+        Field::Metadata(path) => (TAG_METADATA, Some(path)),
+        plain => (
+            PLAIN_FIELDS
+                .iter()
+                .position(|known| known == plain)
+                .expect("every keyless field is listed") as u8,
+            None,
+        ),
+    };
+    out.push(tag);
+    if let Some(key) = key {
+        put_bytes(out, key.as_bytes());
+    }
+}
+
+fn read_field(reader: &mut Reader<'_>) -> io::Result<Field> {
+    let tag = reader.u8()?;
+    Ok(match tag {
+        TAG_RESOURCE => Field::Resource(reader.text()?.to_string()),
+        TAG_CONTEXT => Field::Context(reader.text()?.to_string()),
+        TAG_METADATA => Field::Metadata(reader.text()?.to_string()),
+        plain => PLAIN_FIELDS
+            .get(plain as usize)
+            .cloned()
+            .ok_or_else(|| invalid(format!("unknown field tag {plain}")))?,
+    })
+}
+
+/// Writes a posting to `data`: a list of deltas, or a bitmap when it has many ordinals and is smaller.
+fn put_posting(data: &mut Vec<u8>, ordinals: &Ordinals, first: u32) -> Span {
+    let offset = data.len() as u64;
+    if ordinals.is_empty() {
+        return Span { offset, len: 0 };
+    }
+    let mut list = vec![0u8];
+    put_varint(&mut list, ordinals.len());
+    let mut previous = first;
+    for ordinal in ordinals.iter() {
+        put_varint(&mut list, u64::from(ordinal - previous));
+        previous = ordinal;
+    }
+    if ordinals.len() > LIST_LIMIT {
+        let mut bitmap = ordinals.to_bitmap();
+        bitmap.optimize();
+        if bitmap.serialized_size() + 1 < list.len() {
+            data.push(1);
+            bitmap
+                .serialize_into(&mut *data)
+                .expect("writing to a vector does not fail");
+            return Span {
+                offset,
+                len: data.len() as u64 - offset,
+            };
+        }
+    }
+    data.extend_from_slice(&list);
+    Span {
+        offset,
+        len: list.len() as u64,
+    }
+}
+
+fn read_posting(bytes: &[u8], first: u32, out: &mut RoaringBitmap) -> io::Result<()> {
+    match bytes.split_first() {
+        None => Ok(()),
+        Some((0, rest)) => {
+            let mut reader = Reader::new(rest);
+            let count = reader.varint()?;
+            let mut value = u64::from(first);
+            for number in 0..count {
+                let delta = reader.varint()?;
+                if number > 0 && delta == 0 {
+                    return Err(invalid("a posting list that does not ascend"));
+                }
+                value += delta;
+                out.insert(u32::try_from(value).map_err(|_| invalid("an ordinal beyond u32"))?);
+            }
+            Ok(())
+        }
+        Some((1, rest)) => {
+            *out |= RoaringBitmap::deserialize_from(rest)?;
+            Ok(())
+        }
+        Some((kind, _)) => Err(invalid(format!("unknown posting kind {kind}"))),
+    }
+}
+
+/// Writes a table of sorted terms: their postings and chunks to `data`, its description to `out`.
+fn put_table(data: &mut Vec<u8>, out: &mut Vec<u8>, terms: &[(&[u8], &Ordinals)], first: u32) {
+    let postings_start = data.len() as u64;
+    let spans: Vec<Span> = terms
+        .iter()
+        .map(|(_, ordinals)| put_posting(data, ordinals, first))
+        .collect();
+    let postings = Span {
+        offset: postings_start,
+        len: data.len() as u64 - postings_start,
+    };
+    let chunks_start = data.len() as u64;
+    let mut directory = Vec::new();
+    let mut chunk_count = 0u64;
+    for (chunk, spans) in terms.chunks(CHUNK_TERMS).zip(spans.chunks(CHUNK_TERMS)) {
+        let chunk_offset = data.len() as u64 - chunks_start;
+        for ((key, _), span) in chunk.iter().zip(spans) {
+            put_bytes(data, key);
+            put_varint(data, span.offset - postings_start);
+            put_varint(data, span.len);
+        }
+        put_bytes(&mut directory, chunk[0].0);
+        put_varint(&mut directory, chunk_offset);
+        put_varint(
+            &mut directory,
+            data.len() as u64 - chunks_start - chunk_offset,
+        );
+        chunk_count += 1;
+    }
+    put_varint(out, terms.len() as u64);
+    postings.put(out);
+    Span {
+        offset: chunks_start,
+        len: data.len() as u64 - chunks_start,
+    }
+    .put(out);
+    put_varint(out, chunk_count);
+    out.extend_from_slice(&directory);
+}
+
+/// Builds one segment's index file from its tenants' in-memory parts.
+pub struct PieceWriter {
+    data: Vec<u8>,
+    directory: Vec<u8>,
+    tenants: u64,
+}
+
+impl PieceWriter {
+    pub fn new(segment: u32) -> Self {
+        let mut data = Vec::with_capacity(1 << 20);
+        data.extend_from_slice(PIECE_MAGIC);
+        data.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        data.extend_from_slice(&segment.to_le_bytes());
+        PieceWriter {
+            data,
+            directory: Vec::new(),
+            tenants: 0,
+        }
+    }
+
+    /// Adds a tenant's part of the segment.
+    pub(crate) fn add(&mut self, tenant: &str, part: &MemoryPart) {
+        let fields = &part.fields;
+        let first = part.first;
+        let data = &mut self.data;
+        let mut section = Vec::new();
+        let json_full = fields.json_fields >= MAX_JSON_FIELDS;
+        section.push(u8::from(json_full));
+        let mut unindexed: Vec<(String, &Field)> = fields
+            .unindexed
+            .iter()
+            .map(|field| (field.name(), field))
+            .collect();
+        unindexed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        put_varint(&mut section, unindexed.len() as u64);
+        for (_, field) in &unindexed {
+            put_field(&mut section, field);
+        }
+        let mut words: Vec<(&[u8], &Ordinals)> = fields
+            .words
+            .iter()
+            .map(|(word, ordinals)| (word.as_bytes(), ordinals))
+            .collect();
+        words.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        put_table(data, &mut section, &words, first);
+        put_varint(&mut section, fields.fields.len() as u64);
+        for index in &fields.fields {
+            let mut record = Vec::new();
+            put_posting(data, &index.present, first).put(&mut record);
+            let mut text: Vec<(&[u8], &Ordinals)> = index
+                .terms
+                .text
+                .iter()
+                .map(|(text, ordinals)| (text.as_bytes(), ordinals))
+                .collect();
+            text.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            put_table(data, &mut record, &text, first);
+            let number_keys: Vec<[u8; 8]> = index
+                .terms
+                .numbers
+                .keys()
+                .map(|number| number.0.to_le_bytes())
+                .collect();
+            let numbers: Vec<(&[u8], &Ordinals)> = number_keys
+                .iter()
+                .zip(index.terms.numbers.values())
+                .map(|(key, ordinals)| (&key[..], ordinals))
+                .collect();
+            put_table(data, &mut record, &numbers, first);
+            for special in [&index.terms.trues, &index.terms.falses, &index.terms.nulls] {
+                put_posting(data, special, first).put(&mut record);
+            }
+            put_field(&mut section, &index.field);
+            put_bytes(&mut section, &record);
+        }
+        let section_span = Span {
+            offset: data.len() as u64,
+            len: section.len() as u64,
+        };
+        data.extend_from_slice(&section);
+        put_bytes(&mut self.directory, tenant.as_bytes());
+        put_varint(&mut self.directory, u64::from(first));
+        put_varint(&mut self.directory, u64::from(part.end));
+        self.directory
+            .extend_from_slice(&part.times.0.to_le_bytes());
+        self.directory
+            .extend_from_slice(&part.times.1.to_le_bytes());
+        section_span.put(&mut self.directory);
+        self.directory
+            .push(u8::from(json_full || !fields.unindexed.is_empty()));
+        self.tenants += 1;
+    }
+
+    /// The whole file.
+    pub fn finish(mut self) -> Vec<u8> {
+        let directory_offset = self.data.len() as u64;
+        let mut directory = Vec::with_capacity(self.directory.len() + 10);
+        put_varint(&mut directory, self.tenants);
+        directory.extend_from_slice(&self.directory);
+        self.data.extend_from_slice(&directory);
+        self.data.extend_from_slice(&directory_offset.to_le_bytes());
+        self.data
+            .extend_from_slice(&(directory.len() as u64).to_le_bytes());
+        let crc = crc32c::crc32c(&self.data);
+        self.data.extend_from_slice(&crc.to_le_bytes());
+        self.data.extend_from_slice(PIECE_MAGIC);
+        self.data
+    }
+}
+
+/// An open index file.
+pub struct PieceFile {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+}
+
+impl PieceFile {
+    fn read(&self, span: Span) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(span.len).map_err(|_| invalid("a span beyond usize"))?;
+        let mut buffer = vec![0; len];
+        self.file
+            .read_exact_at(&mut buffer, span.offset)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        Ok(buffer)
+    }
+}
+
+/// One tenant's piece of an index file: its events of the segment, ordinals `first..end`.
+pub struct TenantPiece {
+    file: Arc<PieceFile>,
+    pub(crate) segment: u32,
+    pub(crate) first: u32,
+    pub(crate) end: u32,
+    /// The oldest and newest `created_at`.
+    pub(crate) times: (i64, i64),
+    section: Span,
+    /// Whether some fields may be unindexed (the section lists them); most pieces have none.
+    may_be_unindexed: bool,
+}
+
+/// Checks an index file and reads its directory.
+fn parse(
+    bytes: &[u8],
+    segment: u32,
+    file: &Arc<PieceFile>,
+) -> io::Result<Vec<(String, TenantPiece)>> {
+    if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
+        return Err(invalid("shorter than a header and a trailer"));
+    }
+    let mut header = Reader::new(&bytes[..HEADER_BYTES]);
+    let version = u32::from_le_bytes(header.take(12)?[8..].try_into().expect("4 bytes"));
+    let number = u32::from_le_bytes(header.take(4)?.try_into().expect("4 bytes"));
+    if &bytes[..8] != PIECE_MAGIC || version != FORMAT_VERSION || number != segment {
+        return Err(invalid(format!(
+            "not a version {FORMAT_VERSION} index file of segment {segment}"
+        )));
+    }
+    let trailer = &bytes[bytes.len() - TRAILER_BYTES..];
+    if &trailer[20..] != PIECE_MAGIC {
+        return Err(invalid("no trailer (a torn write?)"));
+    }
+    let crc_at = bytes.len() - 12;
+    let stored = u32::from_le_bytes(trailer[16..20].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..crc_at]) != stored {
+        return Err(invalid("checksum mismatch"));
+    }
+    let offset = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
+    let len = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
+    let directory = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(len).ok())
+        .and_then(|(offset, len)| bytes.get(offset..offset.checked_add(len)?))
+        .ok_or_else(|| invalid("directory out of bounds"))?;
+    let mut reader = Reader::new(directory);
+    let count = reader.varint()?;
+    let mut pieces = Vec::with_capacity(count.min(1 << 16) as usize);
+    for _ in 0..count {
+        let tenant = reader.text()?.to_string();
+        let piece = TenantPiece {
+            file: file.clone(),
+            segment,
+            first: reader.u32()?,
+            end: reader.u32()?,
+            times: (reader.i64()?, reader.i64()?),
+            section: reader.span()?,
+            may_be_unindexed: reader.u8()? != 0,
+        };
+        if piece.first >= piece.end || piece.section.offset + piece.section.len > crc_at as u64 {
+            return Err(invalid(format!(
+                "a bad directory entry for tenant {tenant}"
+            )));
+        }
+        pieces.push((tenant, piece));
+    }
+    Ok(pieces)
+}
+
+/// Reads segment `segment`'s index file, if it is there and whole. A damaged or torn one is removed (it is
+/// written again from the block file).
+pub fn open(
+    fs: &dyn FileSystem,
+    directory: &Path,
+    segment: u32,
+) -> Result<Option<Vec<(String, TenantPiece)>>> {
+    let path = piece_path(directory, segment);
+    let bytes = match fs.read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(StoreError::io(
+                format!("failed to read {}", path.display()),
+                error,
+            ))
+        }
+    };
+    let file = fs
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("failed to open {}", path.display()), e))?;
+    let file = Arc::new(PieceFile {
+        path: path.clone(),
+        file,
+    });
+    match parse(&bytes, segment, &file) {
+        Ok(pieces) => Ok(Some(pieces)),
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "removing a damaged index file; it is rebuilt from its block file");
+            remove(fs, directory, segment)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Removes segment `segment`'s index file if there is one.
+pub fn remove(fs: &dyn FileSystem, directory: &Path, segment: u32) -> Result<()> {
+    let path = piece_path(directory, segment);
+    match fs.remove(&path) {
+        Ok(()) => wal::sync_directory(fs, directory),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StoreError::io(
+            format!("failed to remove {}", path.display()),
+            error,
+        )),
+    }
+}
+
+/// Writes segment `segment`'s index file (it must not exist), syncs it and its directory entry, and returns
+/// its pieces.
+pub fn write(
+    fs: &dyn FileSystem,
+    directory: &Path,
+    segment: u32,
+    bytes: &[u8],
+) -> Result<Vec<(String, TenantPiece)>> {
+    let path = piece_path(directory, segment);
+    let file = fs
+        .create_new(&path)
+        .map_err(|e| StoreError::io(format!("failed to create {}", path.display()), e))?;
+    let written = file
+        .write_all_at(bytes, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))
+        .and_then(|()| wal::sync_directory(fs, directory));
+    if let Err(error) = written {
+        let _ = fs.remove(&path);
+        return Err(error);
+    }
+    let file = Arc::new(PieceFile {
+        path: path.clone(),
+        file,
+    });
+    parse(bytes, segment, &file).map_err(|error| StoreError::Corruption {
+        file: path,
+        offset: 0,
+        reason: format!("an index file just written does not read back: {error}"),
+    })
+}
+
+impl TenantPiece {
+    /// Reads the tenant's section, for planning.
+    pub(crate) fn load(&self) -> io::Result<LoadedPiece<'_>> {
+        let bytes = self.file.read(self.section)?;
+        let mut reader = Reader::new(&bytes);
+        let json_full = reader.u8()? != 0;
+        let mut unindexed = Vec::new();
+        for _ in 0..reader.varint()? {
+            unindexed.push(read_field(&mut reader)?);
+        }
+        let words_at = reader.at;
+        Table::read(&mut reader)?;
+        let fields_at = reader.at;
+        Ok(LoadedPiece {
+            piece: self,
+            bytes,
+            json_full,
+            unindexed,
+            words_at,
+            fields_at,
+        })
+    }
+
+    /// Whether some events of the piece may have `field` without the piece knowing (see
+    /// [`Terms::not_indexed`]); true as well when the file cannot be read.
+    pub(crate) fn may_leave_out(&self, field: &Field) -> bool {
+        self.may_be_unindexed && self.load().map_or(true, |loaded| loaded.not_indexed(field))
+    }
+}
+
+/// A table's description, read from a section.
+struct Table<'a> {
+    count: u64,
+    postings: Span,
+    chunks: Span,
+    /// Per chunk: its first key, offset and length in `chunks`.
+    directory: Vec<(&'a [u8], u64, u64)>,
+}
+
+impl<'a> Table<'a> {
+    fn read(reader: &mut Reader<'a>) -> io::Result<Table<'a>> {
+        let count = reader.varint()?;
+        let postings = reader.span()?;
+        let chunks = reader.span()?;
+        let chunk_count = reader.varint()?;
+        let mut directory = Vec::with_capacity(chunk_count.min(1 << 16) as usize);
+        for _ in 0..chunk_count {
+            directory.push((reader.bytes()?, reader.varint()?, reader.varint()?));
+        }
+        Ok(Table {
+            count,
+            postings,
+            chunks,
+            directory,
+        })
+    }
+
+    /// Adds the posting of the term equal to `key` under `compare`.
+    fn lookup(
+        &self,
+        file: &PieceFile,
+        key: &[u8],
+        compare: fn(&[u8], &[u8]) -> Ordering,
+        first: u32,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()> {
+        let position = self
+            .directory
+            .partition_point(|(chunk_key, _, _)| compare(chunk_key, key) != Ordering::Greater);
+        let Some(&(_, offset, len)) = position.checked_sub(1).map(|at| &self.directory[at]) else {
+            return Ok(());
+        };
+        let chunk = file.read(Span {
+            offset: self.chunks.offset + offset,
+            len,
+        })?;
+        let mut reader = Reader::new(&chunk);
+        while !reader.done() {
+            let term = reader.bytes()?;
+            let posting = reader.span()?;
+            match compare(term, key) {
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    let bytes = file.read(Span {
+                        offset: self.postings.offset + posting.offset,
+                        len: posting.len,
+                    })?;
+                    return read_posting(&bytes, first, out);
+                }
+                Ordering::Greater => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits every term with its encoded posting.
+    fn scan(
+        &self,
+        file: &PieceFile,
+        mut visit: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let chunks = file.read(self.chunks)?;
+        let postings = file.read(self.postings)?;
+        let mut reader = Reader::new(&chunks);
+        while !reader.done() {
+            let term = reader.bytes()?;
+            let span = reader.span()?;
+            let posting = usize::try_from(span.offset)
+                .ok()
+                .zip(usize::try_from(span.len).ok())
+                .and_then(|(offset, len)| postings.get(offset..offset.checked_add(len)?))
+                .ok_or_else(|| invalid("a posting out of bounds"))?;
+            visit(term, posting)?;
+        }
+        Ok(())
+    }
+}
+
+fn compare_text(a: &[u8], b: &[u8]) -> Ordering {
+    a.cmp(b)
+}
+
+fn number_of(key: &[u8]) -> f64 {
+    f64::from_le_bytes(key.try_into().unwrap_or([0xff; 8]))
+}
+
+fn compare_numbers(a: &[u8], b: &[u8]) -> Ordering {
+    number_of(a).total_cmp(&number_of(b))
+}
+
+/// One field's record in a section.
+struct FieldRecord<'a> {
+    present: Span,
+    text: Table<'a>,
+    numbers: Table<'a>,
+    specials: [Span; 3],
+}
+
+/// A piece's section, read for one plan.
+pub(crate) struct LoadedPiece<'a> {
+    piece: &'a TenantPiece,
+    bytes: Vec<u8>,
+    json_full: bool,
+    unindexed: Vec<Field>,
+    words_at: usize,
+    fields_at: usize,
+}
+
+impl LoadedPiece<'_> {
+    fn field(&self, field: &Field) -> io::Result<Option<FieldRecord<'_>>> {
+        let mut wanted = Vec::new();
+        put_field(&mut wanted, field);
+        let mut reader = Reader::new(&self.bytes);
+        reader.at = self.fields_at;
+        for _ in 0..reader.varint()? {
+            let start = reader.at;
+            read_field(&mut reader)?;
+            let found = self.bytes[start..reader.at] == wanted[..];
+            let record = reader.bytes()?;
+            if found {
+                let mut reader = Reader::new(record);
+                return Ok(Some(FieldRecord {
+                    present: reader.span()?,
+                    text: Table::read(&mut reader)?,
+                    numbers: Table::read(&mut reader)?,
+                    specials: [reader.span()?, reader.span()?, reader.span()?],
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn words(&self) -> io::Result<Table<'_>> {
+        let mut reader = Reader::new(&self.bytes);
+        reader.at = self.words_at;
+        Table::read(&mut reader)
+    }
+
+    fn add_posting(&self, span: Span, out: &mut RoaringBitmap) -> io::Result<()> {
+        if span.len == 0 {
+            return Ok(());
+        }
+        read_posting(&self.piece.file.read(span)?, self.piece.first, out)
+    }
+
+    /// Every term of `field` with its encoded posting (the special values' postings read on their own).
+    fn each_term(
+        &self,
+        field: &Field,
+        mut visit: impl FnMut(
+            TermKey<'_>,
+            &mut dyn FnMut(&mut RoaringBitmap) -> io::Result<()>,
+        ) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(record) = self.field(field)? else {
+            return Ok(());
+        };
+        let file = &self.piece.file;
+        let first = self.piece.first;
+        record.text.scan(file, |key, posting| {
+            let text = std::str::from_utf8(key).map_err(|_| invalid("a term that is not UTF-8"))?;
+            visit(TermKey::Text(text), &mut |out| {
+                read_posting(posting, first, out)
+            })
+        })?;
+        record.numbers.scan(file, |key, posting| {
+            visit(TermKey::Number(number_of(key)), &mut |out| {
+                read_posting(posting, first, out)
+            })
+        })?;
+        for (term, span) in [TermKey::True, TermKey::False, TermKey::Null]
+            .into_iter()
+            .zip(record.specials)
+        {
+            if span.len > 0 {
+                visit(term, &mut |out| self.add_posting(span, out))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Terms for LoadedPiece<'_> {
+    fn not_indexed(&self, field: &Field) -> bool {
+        self.unindexed.contains(field)
+            || (self.json_full
+                && matches!(field, Field::Metadata(_) | Field::Context(_))
+                && !matches!(self.field(field), Ok(Some(_))))
+    }
+
+    fn present(&self, field: &Field, out: &mut RoaringBitmap) -> io::Result<()> {
+        match self.field(field)? {
+            Some(record) => self.add_posting(record.present, out),
+            None => Ok(()),
+        }
+    }
+
+    fn equal(
+        &self,
+        field: &Field,
+        operand: &str,
+        json: bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()> {
+        let Some(record) = self.field(field)? else {
+            return Ok(());
+        };
+        let file = &self.piece.file;
+        let first = self.piece.first;
+        record
+            .text
+            .lookup(file, operand.as_bytes(), compare_text, first, out)?;
+        if !json {
+            return Ok(());
+        }
+        if let Some(number) = finite_number(operand) {
+            let key = OrderedNumber::new(number).0.to_le_bytes();
+            record
+                .numbers
+                .lookup(file, &key, compare_numbers, first, out)?;
+        }
+        let special = match operand {
+            "true" => record.specials[0],
+            "false" => record.specials[1],
+            "null" => record.specials[2],
+            _ => return Ok(()),
+        };
+        self.add_posting(special, out)
+    }
+
+    fn select(
+        &self,
+        field: &Field,
+        keep: &mut dyn FnMut(TermKey<'_>) -> bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()> {
+        self.each_term(field, |term, read| {
+            if keep(term) {
+                read(out)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn postings(
+        &self,
+        field: &Field,
+        visit: &mut dyn FnMut(TermKey<'_>, RoaringBitmap),
+    ) -> io::Result<()> {
+        self.each_term(field, |term, read| {
+            let mut posting = RoaringBitmap::new();
+            read(&mut posting)?;
+            visit(term, posting);
+            Ok(())
+        })
+    }
+
+    fn words_matching(
+        &self,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut RoaringBitmap,
+    ) -> io::Result<()> {
+        let first = self.piece.first;
+        self.words()?.scan(&self.piece.file, |key, posting| {
+            let word = std::str::from_utf8(key).map_err(|_| invalid("a word that is not UTF-8"))?;
+            if keep(word) {
+                read_posting(posting, first, out)?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -11,17 +11,22 @@
 //! file:      "LOGBOOKI" (8) | format version u32 LE (=1) | segment number u32 LE
 //!            data: postings, term chunks and tenant sections, referred to by (offset, length) spans
 //!            directory: varint tenants, then per tenant: name, first and end ordinal, oldest and newest
-//!                       created_at (i64 LE), section span, whether some fields may be unindexed (u8)
+//!                       created_at (i64 LE), section span and length decompressed (a section is stored as
+//!                       zstd, or raw when that is not shorter), whether some fields may be unindexed (u8)
 //!            trailer: directory offset u64 LE | directory length u64 LE | CRC32C of every byte before it
 //!                     (u32 LE) | "LOGBOOKI"
 //! section:   json fields full (u8) | varint count, unindexed fields | words table | varint count, then per
 //!            field: the field | varint length, record: present posting span, text table, number table,
 //!            true, false and null posting spans
-//! table:     varint terms | postings span | chunks span | varint chunks, then per chunk its first key, offset
-//!            and length in the chunks span; a chunk holds up to 64 terms, each its key (text as UTF-8, a
-//!            number as f64 LE) and its posting's offset and length in the postings span
+//! table:     varint terms | postings span | chunks span | varint chunks, then per chunk its first key, its
+//!            offset and length in the chunks span, and its length decompressed. Terms are sorted by key (text
+//!            as UTF-8; a number as 8 big-endian bytes that sort as `f64::total_cmp` does). A chunk is zstd of
+//!            (or the raw bytes, when not shorter) of up to 128 terms, each: varint bytes shared with the key before, the rest of the key, varint
+//!            (posting length << 1 | apart), then the posting itself or, when apart (over 48 bytes), its
+//!            varint offset in the postings span
 //! posting:   0, varint count, ordinals as varint deltas (the first from the piece's first ordinal); or
-//!            1, a roaring bitmap in its portable serialization, whichever is smaller
+//!            1, a roaring bitmap in its portable serialization, whichever is smaller; or 2 alone: every
+//!            event of the piece
 //! field:     a tag (u8); resources, context keys and metadata paths then their key as bytes
 //! ```
 //!
@@ -45,8 +50,12 @@ pub const PIECE_MAGIC: &[u8; 8] = b"LOGBOOKI";
 const FORMAT_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 16;
 const TRAILER_BYTES: usize = 8 + 8 + 4 + 8;
-/// Terms per chunk: a lookup reads one chunk, found from the first keys kept in the section.
-const CHUNK_TERMS: usize = 64;
+/// Terms per chunk: a lookup reads and decompresses one chunk, found from the first keys kept in the section.
+const CHUNK_TERMS: usize = 128;
+/// zstd level of the chunks.
+const CHUNK_LEVEL: i32 = 3;
+/// Postings up to this size are kept in their term's chunk; larger ones (bitmaps of frequent terms) apart.
+const INLINE_POSTING_BYTES: usize = 48;
 /// Postings of more ordinals than this are written as a bitmap when that is smaller.
 const LIST_LIMIT: u64 = 32;
 
@@ -208,10 +217,15 @@ fn read_field(reader: &mut Reader<'_>) -> io::Result<Field> {
 }
 
 /// Writes a posting to `data`: a list of deltas, or a bitmap when it has many ordinals and is smaller.
-fn put_posting(data: &mut Vec<u8>, ordinals: &Ordinals, first: u32) -> Span {
+fn put_posting(data: &mut Vec<u8>, ordinals: &Ordinals, (first, end): (u32, u32)) -> Span {
     let offset = data.len() as u64;
     if ordinals.is_empty() {
         return Span { offset, len: 0 };
+    }
+    if ordinals.len() == u64::from(end - first) {
+        // Every event of the piece (a field most events have, as `type`).
+        data.push(2);
+        return Span { offset, len: 1 };
     }
     let mut list = vec![0u8];
     put_varint(&mut list, ordinals.len());
@@ -241,7 +255,7 @@ fn put_posting(data: &mut Vec<u8>, ordinals: &Ordinals, first: u32) -> Span {
     }
 }
 
-fn read_posting(bytes: &[u8], first: u32, out: &mut RoaringBitmap) -> io::Result<()> {
+fn read_posting(bytes: &[u8], (first, end): (u32, u32), out: &mut RoaringBitmap) -> io::Result<()> {
     match bytes.split_first() {
         None => Ok(()),
         Some((0, rest)) => {
@@ -262,38 +276,60 @@ fn read_posting(bytes: &[u8], first: u32, out: &mut RoaringBitmap) -> io::Result
             *out |= RoaringBitmap::deserialize_from(rest)?;
             Ok(())
         }
+        Some((2, [])) => {
+            out.insert_range(first..end);
+            Ok(())
+        }
         Some((kind, _)) => Err(invalid(format!("unknown posting kind {kind}"))),
     }
 }
 
-/// Writes a table of sorted terms: their postings and chunks to `data`, its description to `out`.
-fn put_table(data: &mut Vec<u8>, out: &mut Vec<u8>, terms: &[(&[u8], &Ordinals)], first: u32) {
+/// Writes a table of terms sorted by their key bytes: out-of-line postings to `data`, then the chunks (each
+/// zstd-compressed), and the table's description to `out`.
+fn put_table(
+    data: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    terms: &[(&[u8], &Ordinals)],
+    range: (u32, u32),
+) {
+    let mut posting = Vec::new();
+    let mut chunks = Vec::with_capacity(terms.len().div_ceil(CHUNK_TERMS));
     let postings_start = data.len() as u64;
-    let spans: Vec<Span> = terms
-        .iter()
-        .map(|(_, ordinals)| put_posting(data, ordinals, first))
-        .collect();
+    for chunk in terms.chunks(CHUNK_TERMS) {
+        let mut raw = Vec::new();
+        let mut previous: &[u8] = &[];
+        for &(key, ordinals) in chunk {
+            let shared = key.iter().zip(previous).take_while(|(a, b)| a == b).count();
+            put_varint(&mut raw, shared as u64);
+            put_bytes(&mut raw, &key[shared..]);
+            previous = key;
+            posting.clear();
+            put_posting(&mut posting, ordinals, range);
+            if posting.len() <= INLINE_POSTING_BYTES {
+                put_varint(&mut raw, (posting.len() as u64) << 1);
+                raw.extend_from_slice(&posting);
+            } else {
+                put_varint(&mut raw, ((posting.len() as u64) << 1) | 1);
+                put_varint(&mut raw, data.len() as u64 - postings_start);
+                data.extend_from_slice(&posting);
+            }
+        }
+        chunks.push((chunk[0].0, raw));
+    }
     let postings = Span {
         offset: postings_start,
         len: data.len() as u64 - postings_start,
     };
     let chunks_start = data.len() as u64;
     let mut directory = Vec::new();
-    let mut chunk_count = 0u64;
-    for (chunk, spans) in terms.chunks(CHUNK_TERMS).zip(spans.chunks(CHUNK_TERMS)) {
+    for (first_key, raw) in &chunks {
         let chunk_offset = data.len() as u64 - chunks_start;
-        for ((key, _), span) in chunk.iter().zip(spans) {
-            put_bytes(data, key);
-            put_varint(data, span.offset - postings_start);
-            put_varint(data, span.len);
-        }
-        put_bytes(&mut directory, chunk[0].0);
+        let compressed = compress(raw);
+        data.extend_from_slice(&compressed);
+        put_bytes(&mut directory, first_key);
         put_varint(&mut directory, chunk_offset);
-        put_varint(
-            &mut directory,
-            data.len() as u64 - chunks_start - chunk_offset,
-        );
-        chunk_count += 1;
+        put_varint(&mut directory, compressed.len() as u64);
+        put_varint(&mut directory, raw.len() as u64);
     }
     put_varint(out, terms.len() as u64);
     postings.put(out);
@@ -302,8 +338,43 @@ fn put_table(data: &mut Vec<u8>, out: &mut Vec<u8>, terms: &[(&[u8], &Ordinals)]
         len: data.len() as u64 - chunks_start,
     }
     .put(out);
-    put_varint(out, chunk_count);
+    put_varint(out, chunks.len() as u64);
     out.extend_from_slice(&directory);
+}
+
+/// zstd of `raw`, or `raw` itself when that is not longer (the reader tells them apart by the length: a stored
+/// chunk or section as long as its raw form is raw).
+fn compress(raw: &[u8]) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(raw, CHUNK_LEVEL).expect("zstd compresses in memory");
+    if compressed.len() < raw.len() {
+        compressed
+    } else {
+        raw.to_vec()
+    }
+}
+
+/// A number's key: big-endian bytes that sort as the numbers do (`f64::total_cmp`).
+fn number_key(number: f64) -> [u8; 8] {
+    let bits = number.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
+    ordered.to_be_bytes()
+}
+
+fn number_of(key: &[u8]) -> io::Result<f64> {
+    let ordered = u64::from_be_bytes(
+        key.try_into()
+            .map_err(|_| invalid("a number key that is not 8 bytes"))?,
+    );
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    Ok(f64::from_bits(bits))
 }
 
 /// Builds one segment's index file from its tenants' in-memory parts.
@@ -330,6 +401,7 @@ impl PieceWriter {
     pub(crate) fn add(&mut self, tenant: &str, part: &MemoryPart) {
         let fields = &part.fields;
         let first = part.first;
+        let range = (part.first, part.end);
         let data = &mut self.data;
         let mut section = Vec::new();
         let json_full = fields.json_fields >= MAX_JSON_FIELDS;
@@ -350,11 +422,11 @@ impl PieceWriter {
             .map(|(word, ordinals)| (word.as_bytes(), ordinals))
             .collect();
         words.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        put_table(data, &mut section, &words, first);
+        put_table(data, &mut section, &words, range);
         put_varint(&mut section, fields.fields.len() as u64);
         for index in &fields.fields {
             let mut record = Vec::new();
-            put_posting(data, &index.present, first).put(&mut record);
+            put_posting(data, &index.present, range).put(&mut record);
             let mut text: Vec<(&[u8], &Ordinals)> = index
                 .terms
                 .text
@@ -362,30 +434,31 @@ impl PieceWriter {
                 .map(|(text, ordinals)| (text.as_bytes(), ordinals))
                 .collect();
             text.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            put_table(data, &mut record, &text, first);
+            put_table(data, &mut record, &text, range);
             let number_keys: Vec<[u8; 8]> = index
                 .terms
                 .numbers
                 .keys()
-                .map(|number| number.0.to_le_bytes())
+                .map(|number| number_key(number.0))
                 .collect();
             let numbers: Vec<(&[u8], &Ordinals)> = number_keys
                 .iter()
                 .zip(index.terms.numbers.values())
                 .map(|(key, ordinals)| (&key[..], ordinals))
                 .collect();
-            put_table(data, &mut record, &numbers, first);
+            put_table(data, &mut record, &numbers, range);
             for special in [&index.terms.trues, &index.terms.falses, &index.terms.nulls] {
-                put_posting(data, special, first).put(&mut record);
+                put_posting(data, special, range).put(&mut record);
             }
             put_field(&mut section, &index.field);
             put_bytes(&mut section, &record);
         }
+        let stored = compress(&section);
         let section_span = Span {
             offset: data.len() as u64,
-            len: section.len() as u64,
+            len: stored.len() as u64,
         };
-        data.extend_from_slice(&section);
+        data.extend_from_slice(&stored);
         put_bytes(&mut self.directory, tenant.as_bytes());
         put_varint(&mut self.directory, u64::from(first));
         put_varint(&mut self.directory, u64::from(part.end));
@@ -394,6 +467,7 @@ impl PieceWriter {
         self.directory
             .extend_from_slice(&part.times.1.to_le_bytes());
         section_span.put(&mut self.directory);
+        put_varint(&mut self.directory, section.len() as u64);
         self.directory
             .push(u8::from(json_full || !fields.unindexed.is_empty()));
         self.tenants += 1;
@@ -442,6 +516,8 @@ pub struct TenantPiece {
     /// The oldest and newest `created_at`.
     pub(crate) times: (i64, i64),
     section: Span,
+    /// The section's length decompressed.
+    section_raw: u64,
     /// Whether some fields may be unindexed (the section lists them); most pieces have none.
     may_be_unindexed: bool,
 }
@@ -491,6 +567,7 @@ fn parse(
             end: reader.u32()?,
             times: (reader.i64()?, reader.i64()?),
             section: reader.span()?,
+            section_raw: reader.varint()?,
             may_be_unindexed: reader.u8()? != 0,
         };
         if piece.first >= piece.end || piece.section.offset + piece.section.len > crc_at as u64 {
@@ -584,9 +661,13 @@ pub fn write(
 }
 
 impl TenantPiece {
+    fn range(&self) -> (u32, u32) {
+        (self.first, self.end)
+    }
+
     /// Reads the tenant's section, for planning.
     pub(crate) fn load(&self) -> io::Result<LoadedPiece<'_>> {
-        let bytes = self.file.read(self.section)?;
+        let bytes = decompress(&self.file.read(self.section)?, self.section_raw)?;
         let mut reader = Reader::new(&bytes);
         let json_full = reader.u8()? != 0;
         let mut unindexed = Vec::new();
@@ -618,8 +699,69 @@ struct Table<'a> {
     count: u64,
     postings: Span,
     chunks: Span,
-    /// Per chunk: its first key, offset and length in `chunks`.
-    directory: Vec<(&'a [u8], u64, u64)>,
+    /// Per chunk: its first key, offset and length in `chunks`, and its length decompressed.
+    directory: Vec<(&'a [u8], u64, u64, u64)>,
+}
+
+/// A term's posting, as its chunk gives it.
+enum PostingAt<'a> {
+    Inline(&'a [u8]),
+    /// In the table's postings span.
+    Apart(Span),
+}
+
+/// Calls `visit` with each term of a decompressed chunk (its whole key) and its posting, until it returns
+/// false.
+fn each_in_chunk(
+    raw: &[u8],
+    mut visit: impl FnMut(&[u8], PostingAt<'_>) -> io::Result<bool>,
+) -> io::Result<()> {
+    let mut reader = Reader::new(raw);
+    let mut key = Vec::new();
+    while !reader.done() {
+        let shared = usize::try_from(reader.varint()?).map_err(|_| invalid("a bad prefix"))?;
+        if shared > key.len() {
+            return Err(invalid("a shared prefix longer than the key before"));
+        }
+        key.truncate(shared);
+        key.extend_from_slice(reader.bytes()?);
+        let tag = reader.varint()?;
+        let len = tag >> 1;
+        let posting = if tag & 1 == 0 {
+            let len = usize::try_from(len).map_err(|_| invalid("a bad length"))?;
+            PostingAt::Inline(reader.take(len)?)
+        } else {
+            PostingAt::Apart(Span {
+                offset: reader.varint()?,
+                len,
+            })
+        };
+        if !visit(&key, posting)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn decompress(compressed: &[u8], raw_len: u64) -> io::Result<Vec<u8>> {
+    let capacity = usize::try_from(raw_len).map_err(|_| invalid("a chunk beyond usize"))?;
+    if compressed.len() == capacity {
+        return Ok(compressed.to_vec());
+    }
+    let raw = zstd::bulk::decompress(compressed, capacity)?;
+    if raw.len() != capacity {
+        return Err(invalid("a chunk of the wrong length"));
+    }
+    Ok(raw)
+}
+
+/// `bytes[span]`, checked.
+fn slice(bytes: &[u8], span: Span) -> io::Result<&[u8]> {
+    usize::try_from(span.offset)
+        .ok()
+        .zip(usize::try_from(span.len).ok())
+        .and_then(|(offset, len)| bytes.get(offset..offset.checked_add(len)?))
+        .ok_or_else(|| invalid("a span out of bounds"))
 }
 
 impl<'a> Table<'a> {
@@ -630,7 +772,12 @@ impl<'a> Table<'a> {
         let chunk_count = reader.varint()?;
         let mut directory = Vec::with_capacity(chunk_count.min(1 << 16) as usize);
         for _ in 0..chunk_count {
-            directory.push((reader.bytes()?, reader.varint()?, reader.varint()?));
+            directory.push((
+                reader.bytes()?,
+                reader.varint()?,
+                reader.varint()?,
+                reader.varint()?,
+            ));
         }
         Ok(Table {
             count,
@@ -640,42 +787,48 @@ impl<'a> Table<'a> {
         })
     }
 
-    /// Adds the posting of the term equal to `key` under `compare`.
+    /// Adds the posting of the term whose key is `key`.
     fn lookup(
         &self,
         file: &PieceFile,
         key: &[u8],
-        compare: fn(&[u8], &[u8]) -> Ordering,
-        first: u32,
+        range: (u32, u32),
         out: &mut RoaringBitmap,
     ) -> io::Result<()> {
         let position = self
             .directory
-            .partition_point(|(chunk_key, _, _)| compare(chunk_key, key) != Ordering::Greater);
-        let Some(&(_, offset, len)) = position.checked_sub(1).map(|at| &self.directory[at]) else {
+            .partition_point(|&(chunk_key, ..)| chunk_key <= key);
+        let Some(&(_, offset, len, raw_len)) =
+            position.checked_sub(1).map(|at| &self.directory[at])
+        else {
             return Ok(());
         };
-        let chunk = file.read(Span {
+        let compressed = file.read(Span {
             offset: self.chunks.offset + offset,
             len,
         })?;
-        let mut reader = Reader::new(&chunk);
-        while !reader.done() {
-            let term = reader.bytes()?;
-            let posting = reader.span()?;
-            match compare(term, key) {
-                Ordering::Less => {}
+        let raw = decompress(&compressed, raw_len)?;
+        let mut found = None;
+        each_in_chunk(&raw, |term, posting| {
+            Ok(match term.cmp(key) {
+                Ordering::Less => true,
                 Ordering::Equal => {
-                    let bytes = file.read(Span {
-                        offset: self.postings.offset + posting.offset,
-                        len: posting.len,
-                    })?;
-                    return read_posting(&bytes, first, out);
+                    found = Some(match posting {
+                        PostingAt::Inline(bytes) => bytes.to_vec(),
+                        PostingAt::Apart(span) => file.read(Span {
+                            offset: self.postings.offset + span.offset,
+                            len: span.len,
+                        })?,
+                    });
+                    false
                 }
-                Ordering::Greater => break,
-            }
+                Ordering::Greater => false,
+            })
+        })?;
+        match found {
+            Some(posting) => read_posting(&posting, range, out),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Visits every term with its encoded posting.
@@ -688,32 +841,24 @@ impl<'a> Table<'a> {
             return Ok(());
         }
         let chunks = file.read(self.chunks)?;
-        let postings = file.read(self.postings)?;
-        let mut reader = Reader::new(&chunks);
-        while !reader.done() {
-            let term = reader.bytes()?;
-            let span = reader.span()?;
-            let posting = usize::try_from(span.offset)
-                .ok()
-                .zip(usize::try_from(span.len).ok())
-                .and_then(|(offset, len)| postings.get(offset..offset.checked_add(len)?))
-                .ok_or_else(|| invalid("a posting out of bounds"))?;
-            visit(term, posting)?;
+        let postings = if self.postings.len > 0 {
+            file.read(self.postings)?
+        } else {
+            Vec::new()
+        };
+        for &(_, offset, len, raw_len) in &self.directory {
+            let raw = decompress(slice(&chunks, Span { offset, len })?, raw_len)?;
+            each_in_chunk(&raw, |term, posting| {
+                let bytes = match posting {
+                    PostingAt::Inline(bytes) => bytes,
+                    PostingAt::Apart(span) => slice(&postings, span)?,
+                };
+                visit(term, bytes)?;
+                Ok(true)
+            })?;
         }
         Ok(())
     }
-}
-
-fn compare_text(a: &[u8], b: &[u8]) -> Ordering {
-    a.cmp(b)
-}
-
-fn number_of(key: &[u8]) -> f64 {
-    f64::from_le_bytes(key.try_into().unwrap_or([0xff; 8]))
-}
-
-fn compare_numbers(a: &[u8], b: &[u8]) -> Ordering {
-    number_of(a).total_cmp(&number_of(b))
 }
 
 /// One field's record in a section.
@@ -768,7 +913,7 @@ impl LoadedPiece<'_> {
         if span.len == 0 {
             return Ok(());
         }
-        read_posting(&self.piece.file.read(span)?, self.piece.first, out)
+        read_posting(&self.piece.file.read(span)?, self.piece.range(), out)
     }
 
     /// Every term of `field` with its encoded posting (the special values' postings read on their own).
@@ -784,16 +929,16 @@ impl LoadedPiece<'_> {
             return Ok(());
         };
         let file = &self.piece.file;
-        let first = self.piece.first;
+        let range = self.piece.range();
         record.text.scan(file, |key, posting| {
             let text = std::str::from_utf8(key).map_err(|_| invalid("a term that is not UTF-8"))?;
             visit(TermKey::Text(text), &mut |out| {
-                read_posting(posting, first, out)
+                read_posting(posting, range, out)
             })
         })?;
         record.numbers.scan(file, |key, posting| {
-            visit(TermKey::Number(number_of(key)), &mut |out| {
-                read_posting(posting, first, out)
+            visit(TermKey::Number(number_of(key)?), &mut |out| {
+                read_posting(posting, range, out)
             })
         })?;
         for (term, span) in [TermKey::True, TermKey::False, TermKey::Null]
@@ -834,18 +979,14 @@ impl Terms for LoadedPiece<'_> {
             return Ok(());
         };
         let file = &self.piece.file;
-        let first = self.piece.first;
-        record
-            .text
-            .lookup(file, operand.as_bytes(), compare_text, first, out)?;
+        let range = self.piece.range();
+        record.text.lookup(file, operand.as_bytes(), range, out)?;
         if !json {
             return Ok(());
         }
         if let Some(number) = finite_number(operand) {
-            let key = OrderedNumber::new(number).0.to_le_bytes();
-            record
-                .numbers
-                .lookup(file, &key, compare_numbers, first, out)?;
+            let key = number_key(OrderedNumber::new(number).0);
+            record.numbers.lookup(file, &key, range, out)?;
         }
         let special = match operand {
             "true" => record.specials[0],
@@ -888,13 +1029,58 @@ impl Terms for LoadedPiece<'_> {
         keep: &dyn Fn(&str) -> bool,
         out: &mut RoaringBitmap,
     ) -> io::Result<()> {
-        let first = self.piece.first;
+        let range = self.piece.range();
         self.words()?.scan(&self.piece.file, |key, posting| {
             let word = std::str::from_utf8(key).map_err(|_| invalid("a word that is not UTF-8"))?;
             if keep(word) {
-                read_posting(posting, first, out)?;
+                read_posting(posting, range, out)?;
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_posting_of_every_event_of_the_piece_is_one_byte() {
+        let mut set = Ordinals::default();
+        for ordinal in 10..20 {
+            set.push(ordinal);
+        }
+        let mut bytes = Vec::new();
+        put_posting(&mut bytes, &set, (10, 20));
+        assert_eq!(bytes, [2]);
+        let mut out = RoaringBitmap::new();
+        read_posting(&bytes, (10, 20), &mut out).unwrap();
+        assert_eq!(out.iter().collect::<Vec<_>>(), (10..20).collect::<Vec<_>>());
+    }
+
+    proptest! {
+        #[test]
+        fn number_keys_sort_as_the_numbers_and_read_back(a in any::<f64>(), b in any::<f64>()) {
+            prop_assert_eq!(number_key(a).cmp(&number_key(b)), a.total_cmp(&b));
+            prop_assert_eq!(number_of(&number_key(a)).unwrap().to_bits(), a.to_bits());
+        }
+
+        #[test]
+        fn postings_read_back_as_written(mut ordinals in prop::collection::vec(0u32..200_000, 0..400), first in 0u32..1000) {
+            ordinals.sort_unstable();
+            ordinals.dedup();
+            let mut set = Ordinals::default();
+            for &ordinal in &ordinals {
+                set.push(ordinal + first);
+            }
+            let mut bytes = Vec::new();
+            let range = (first, first + 300_000);
+            let span = put_posting(&mut bytes, &set, range);
+            prop_assert_eq!(span.len as usize, bytes.len());
+            let mut out = RoaringBitmap::new();
+            read_posting(&bytes, range, &mut out).unwrap();
+            prop_assert_eq!(out.iter().collect::<Vec<_>>(), ordinals.iter().map(|o| o + first).collect::<Vec<_>>());
+        }
     }
 }

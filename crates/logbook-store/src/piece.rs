@@ -8,7 +8,7 @@
 //! log's compacted segments are replayed without indexing their fields again.
 //!
 //! ```text
-//! file:      "LOGBOOKI" (8) | format version u32 LE (=1) | segment number u32 LE
+//! file:      "LOGBOOKI" (8) | format version u32 LE (=2) | segment number u32 LE
 //!            data: postings, term chunks and tenant sections, referred to by (offset, length) spans
 //!            directory: varint tenants, then per tenant: name, first and end ordinal, oldest and newest
 //!                       created_at (i64 LE), section span and length decompressed (a section is stored as
@@ -17,7 +17,9 @@
 //!                     (u32 LE) | "LOGBOOKI"
 //! section:   json fields full (u8) | varint count, unindexed fields | words table | varint count, then per
 //!            field: the field | varint length, record: present posting span, text table, number table,
-//!            true, false and null posting spans
+//!            true, false and null posting spans; the length is varint (length << 1 | apart): a record apart
+//!            (over 96 bytes) is zstd (or raw, when not shorter) elsewhere, and the length is followed by its
+//!            varint offset and length decompressed
 //! table:     varint terms | postings span | chunks span | varint chunks, then per chunk its first key, its
 //!            offset and length in the chunks span, and its length decompressed. Terms are sorted by key (text
 //!            as UTF-8; a number as 8 big-endian bytes that sort as `f64::total_cmp` does). A chunk is zstd of
@@ -41,13 +43,14 @@ use crate::ordinals::Ordinals;
 use crate::wal;
 use logbook_core::filter::Field;
 use roaring::RoaringBitmap;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const PIECE_MAGIC: &[u8; 8] = b"LOGBOOKI";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const HEADER_BYTES: usize = 16;
 const TRAILER_BYTES: usize = 8 + 8 + 4 + 8;
 /// Terms per chunk: a lookup reads and decompresses one chunk, found from the first keys kept in the section.
@@ -56,6 +59,8 @@ const CHUNK_TERMS: usize = 128;
 const CHUNK_LEVEL: i32 = 3;
 /// Postings up to this size are kept in their term's chunk; larger ones (bitmaps of frequent terms) apart.
 const INLINE_POSTING_BYTES: usize = 48;
+/// Field records up to this size are kept in the section; larger ones apart, read when their field is.
+const INLINE_RECORD_BYTES: usize = 96;
 /// Postings of more ordinals than this are written as a bitmap when that is smaller.
 const LIST_LIMIT: u64 = 32;
 
@@ -451,7 +456,18 @@ impl PieceWriter {
                 put_posting(data, special, range).put(&mut record);
             }
             put_field(&mut section, &index.field);
-            put_bytes(&mut section, &record);
+            if record.len() <= INLINE_RECORD_BYTES {
+                put_varint(&mut section, (record.len() as u64) << 1);
+                section.extend_from_slice(&record);
+            } else {
+                // A large record (a field with many terms has a long chunk directory) is read only when
+                // its field is asked for.
+                let stored = compress(&record);
+                put_varint(&mut section, ((stored.len() as u64) << 1) | 1);
+                put_varint(&mut section, data.len() as u64);
+                put_varint(&mut section, record.len() as u64);
+                data.extend_from_slice(&stored);
+            }
         }
         let stored = compress(&section);
         let section_span = Span {
@@ -861,12 +877,24 @@ impl<'a> Table<'a> {
     }
 }
 
-/// One field's record in a section.
+/// One field's record.
 struct FieldRecord<'a> {
     present: Span,
     text: Table<'a>,
     numbers: Table<'a>,
     specials: [Span; 3],
+}
+
+impl<'a> FieldRecord<'a> {
+    fn read(bytes: &'a [u8]) -> io::Result<FieldRecord<'a>> {
+        let mut reader = Reader::new(bytes);
+        Ok(FieldRecord {
+            present: reader.span()?,
+            text: Table::read(&mut reader)?,
+            numbers: Table::read(&mut reader)?,
+            specials: [reader.span()?, reader.span()?, reader.span()?],
+        })
+    }
 }
 
 /// A piece's section, read for one plan.
@@ -880,7 +908,8 @@ pub(crate) struct LoadedPiece<'a> {
 }
 
 impl LoadedPiece<'_> {
-    fn field(&self, field: &Field) -> io::Result<Option<FieldRecord<'_>>> {
+    /// The record of `field`, if the piece has the field.
+    fn field(&self, field: &Field) -> io::Result<Option<Cow<'_, [u8]>>> {
         let mut wanted = Vec::new();
         put_field(&mut wanted, field);
         let mut reader = Reader::new(&self.bytes);
@@ -889,15 +918,23 @@ impl LoadedPiece<'_> {
             let start = reader.at;
             read_field(&mut reader)?;
             let found = self.bytes[start..reader.at] == wanted[..];
-            let record = reader.bytes()?;
-            if found {
-                let mut reader = Reader::new(record);
-                return Ok(Some(FieldRecord {
-                    present: reader.span()?,
-                    text: Table::read(&mut reader)?,
-                    numbers: Table::read(&mut reader)?,
-                    specials: [reader.span()?, reader.span()?, reader.span()?],
-                }));
+            let tag = reader.varint()?;
+            let len = usize::try_from(tag >> 1).map_err(|_| invalid("a bad length"))?;
+            if tag & 1 == 0 {
+                let record = reader.take(len)?;
+                if found {
+                    return Ok(Some(Cow::Borrowed(record)));
+                }
+            } else {
+                let span = Span {
+                    offset: reader.varint()?,
+                    len: len as u64,
+                };
+                let raw_len = reader.varint()?;
+                if found {
+                    let stored = self.piece.file.read(span)?;
+                    return Ok(Some(Cow::Owned(decompress(&stored, raw_len)?)));
+                }
             }
         }
         Ok(None)
@@ -925,9 +962,10 @@ impl LoadedPiece<'_> {
             &mut dyn FnMut(&mut RoaringBitmap) -> io::Result<()>,
         ) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Some(record) = self.field(field)? else {
+        let Some(bytes) = self.field(field)? else {
             return Ok(());
         };
+        let record = FieldRecord::read(&bytes)?;
         let file = &self.piece.file;
         let range = self.piece.range();
         record.text.scan(file, |key, posting| {
@@ -963,7 +1001,7 @@ impl Terms for LoadedPiece<'_> {
 
     fn present(&self, field: &Field, out: &mut RoaringBitmap) -> io::Result<()> {
         match self.field(field)? {
-            Some(record) => self.add_posting(record.present, out),
+            Some(bytes) => self.add_posting(FieldRecord::read(&bytes)?.present, out),
             None => Ok(()),
         }
     }
@@ -975,9 +1013,10 @@ impl Terms for LoadedPiece<'_> {
         json: bool,
         out: &mut RoaringBitmap,
     ) -> io::Result<()> {
-        let Some(record) = self.field(field)? else {
+        let Some(bytes) = self.field(field)? else {
             return Ok(());
         };
+        let record = FieldRecord::read(&bytes)?;
         let file = &self.piece.file;
         let range = self.piece.range();
         record.text.lookup(file, operand.as_bytes(), range, out)?;

@@ -960,3 +960,100 @@ fn large_pages_read_ahead_and_still_list_every_event_once_in_order() {
         }
     }
 }
+
+/// Pieces of index files large enough to have tables of many chunks, postings and field records apart from
+/// their chunks and sections, and postings of every event: filters of each kind answer as the evaluator does,
+/// before compaction (in memory), after it (from the index files) and after a reopen.
+#[test]
+fn large_index_files_answer_as_the_evaluator_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_large = || {
+        let mut options = StoreOptions::new(dir.path());
+        options.segment_bytes = 1 << 20;
+        options.background_compaction = false;
+        EmbeddedStore::open(options).expect("store opens")
+    };
+    let store = open_large();
+    store.create_tenant("big", "Big").unwrap();
+    let event = |number: usize| {
+        let event_type = [
+            "bot.created",
+            "bot.updated",
+            "conversation.started",
+            "message.sent",
+        ][number % 4];
+        let model = ["gpt", "claude", "llama"][number % 3];
+        json!({
+            "type": event_type,
+            "actor": {"id": format!("user_{:04}", number % 300), "name": format!("User {}", number % 300)},
+            "entity": {"type": "bot", "id": format!("bot_{:05}", number % 1000)},
+            "outcome": if number % 17 == 0 { "failure" } else { "success" },
+            "description": format!("Step {} of job {}", number % 7, number % 50),
+            "context": {"request_id": format!("req_{number:08}_{}", "x".repeat(number % 5))},
+            "resources": {"bot_id": format!("bot_{:05}", number % 1000)},
+            "metadata": {
+                "tokens": number % 4096,
+                "ratio": (number as f64) / 7.0 - 100.0,
+                "flag": number % 3 == 0,
+                "maybe": if number % 5 == 0 { Value::Null } else { json!(number % 11) },
+                "tags": [format!("t{}", number % 13), format!("u{}", number % 29)],
+                "nested": {"model": model},
+            },
+        })
+    };
+    let mut model: Vec<Event> = Vec::new();
+    for chunk in (0..6000).collect::<Vec<_>>().chunks(250) {
+        let receipts = append(&store, "big", chunk.iter().map(|&n| event(n)).collect());
+        for receipt in receipts {
+            model.push(store.get("big", &receipt.id).unwrap().unwrap());
+        }
+    }
+    let queries = [
+        "type=message.sent",
+        "type=bot.created&outcome=failure",
+        "actor.id=user_0042",
+        "filter[actor.id][prefix]=user_01",
+        "filter[actor.name][contains]=ser 2",
+        "filter[entity.id][in]=bot_00007,bot_00999,bot_01000",
+        "context.request_id=req_00001234_xxxx",
+        "context.request_id=req_00001234",
+        "filter[context.request_id][gte]=req_00005990",
+        "meta.tokens=17",
+        "filter[meta.tokens][lt]=3",
+        "filter[meta.ratio][gt]=700",
+        "meta.flag=true",
+        "meta.maybe=null",
+        "filter[meta.maybe][exists]=true",
+        "meta.tags=t3",
+        "meta.nested.model=claude",
+        "filter[outcome][ne]=success",
+        "q=%22job+42%22",
+        "filter[description][contains]=step 3",
+        "resources.bot_id=bot_00321",
+    ];
+    let check = |store: &EmbeddedStore, stage: &str| {
+        for query in queries {
+            let parsed = RawQuery::parse(query).to_list_query(now_millis()).unwrap();
+            let mut expected: Vec<u64> = model
+                .iter()
+                .filter(|event| parsed.filter.matches(event))
+                .map(|event| event.seq)
+                .collect();
+            expected.sort_unstable();
+            let mut got: Vec<u64> = list_all(store, "big", &format!("{query}&order=asc"), 1000)
+                .iter()
+                .map(|event| event.seq)
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, expected, "{query} {stage}");
+        }
+    };
+    check(&store, "in memory");
+    assert!(store.compact().unwrap() >= 2);
+    let indexes = files(&dir.path().join("blocks"), ".idx");
+    assert!(indexes.len() >= 2, "{indexes:?}");
+    check(&store, "from index files");
+    drop(store);
+    let store = open_large();
+    check(&store, "after reopen");
+}

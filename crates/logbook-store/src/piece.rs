@@ -267,13 +267,21 @@ fn read_posting(bytes: &[u8], (first, end): (u32, u32), out: &mut RoaringBitmap)
             let mut reader = Reader::new(rest);
             let count = reader.varint()?;
             let mut value = u64::from(first);
+            let mut ordinals = Vec::with_capacity(count.min(1 << 20) as usize);
             for number in 0..count {
                 let delta = reader.varint()?;
                 if number > 0 && delta == 0 {
                     return Err(invalid("a posting list that does not ascend"));
                 }
                 value += delta;
-                out.insert(u32::try_from(value).map_err(|_| invalid("an ordinal beyond u32"))?);
+                ordinals.push(u32::try_from(value).map_err(|_| invalid("an ordinal beyond u32"))?);
+            }
+            if out.is_empty() {
+                out.append(ordinals)
+                    .map_err(|_| invalid("a posting list that does not ascend"))?;
+            } else {
+                *out |= RoaringBitmap::from_sorted_iter(ordinals)
+                    .map_err(|_| invalid("a posting list that does not ascend"))?;
             }
             Ok(())
         }
@@ -764,7 +772,19 @@ fn decompress(compressed: &[u8], raw_len: u64) -> io::Result<Vec<u8>> {
     if compressed.len() == capacity {
         return Ok(compressed.to_vec());
     }
-    let raw = zstd::bulk::decompress(compressed, capacity)?;
+    thread_local! {
+        /// A decompression context per thread: making one costs more than decompressing a chunk.
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let raw = DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let decompressor = match cell.as_mut() {
+            Some(decompressor) => decompressor,
+            None => cell.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(compressed, capacity)
+    })?;
     if raw.len() != capacity {
         return Err(invalid("a chunk of the wrong length"));
     }

@@ -510,7 +510,9 @@ async fn reindex(args: ReindexArgs) -> Result<()> {
     let started = Instant::now();
     let (events, rebuilt_seconds, mismatched) =
         tokio::task::spawn_blocking(move || -> Result<(u64, f64, Vec<String>)> {
-            let store = EmbeddedStore::open(StoreOptions::new(&data_dir))
+            let mut options = StoreOptions::new(&data_dir);
+            options.rebuild_index = true;
+            let store = EmbeddedStore::open(options)
                 .with_context(|| format!("failed to open {}", data_dir.display()))?;
             let rebuilt_seconds = started.elapsed().as_secs_f64();
             let progress = progress_bar(Some(store.stats().events));

@@ -166,7 +166,74 @@ struct StoredForIndex {
     hash: String,
 }
 
+/// A stored event as the open reads it when its fields are already indexed (an index file holds them):
+/// resources, context, description and metadata are only checked to be JSON.
+#[derive(Deserialize)]
+struct StoredForEntries {
+    id: String,
+    seq: u64,
+    tenant: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(with = "rfc3339_millis")]
+    created_at: Millis,
+    #[serde(with = "rfc3339_millis")]
+    received_at: Millis,
+    #[serde(default)]
+    actor: Option<Actor>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    entity: Option<Entity>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    resources: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    context: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    outcome: Outcome,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    metadata: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    changes: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    hash: String,
+}
+
 impl Event {
+    /// Parses a stored event for its place in the index only (id, seq, times, the top-level text fields, its
+    /// idempotency key): resources, context, description, metadata and changes are checked to be JSON and left
+    /// empty. For an open whose index files already hold the event's fields.
+    pub fn from_stored_json_for_entries(text: &str) -> serde_json::Result<Event> {
+        let stored: StoredForEntries = serde_json::from_str(text)?;
+        Ok(Event {
+            id: stored.id,
+            seq: stored.seq,
+            tenant: stored.tenant,
+            event_type: stored.event_type,
+            created_at: stored.created_at,
+            received_at: stored.received_at,
+            actor: stored.actor,
+            action: stored.action,
+            entity: stored.entity,
+            resources: BTreeMap::new(),
+            context: Map::new(),
+            outcome: stored.outcome,
+            description: None,
+            metadata: None,
+            changes: None,
+            idempotency_key: stored.idempotency_key,
+            hash: stored.hash,
+        })
+    }
+
     /// Parses a stored event for indexing: as [`Event`]'s own parsing, except that `changes` is only checked to
     /// be JSON and is left `None`. Not for anything that returns or hashes the event.
     pub fn from_stored_json_for_index(text: &str) -> serde_json::Result<Event> {

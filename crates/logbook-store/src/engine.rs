@@ -33,7 +33,7 @@ use logbook_core::filter::query_string::{ListQuery, Order};
 use logbook_core::filter::{Field, Filter, Operand, Predicate};
 use logbook_core::time::{now_millis, Millis, MAX_MILLIS, MIN_MILLIS};
 use lru::LruCache;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const IDEMPOTENCY_WINDOW_MILLIS: Millis = 24 * 3_600_000;
 const MAX_GROUP_REQUESTS: usize = 4096;
@@ -65,6 +65,9 @@ pub struct StoreOptions {
     pub background_compaction: bool,
     /// zstd level for block files.
     pub compaction_level: i32,
+    /// Remove the compacted segments' index files at open, so that they are written again from the log
+    /// (`logbook reindex`).
+    pub rebuild_index: bool,
 }
 
 impl StoreOptions {
@@ -79,6 +82,7 @@ impl StoreOptions {
             cache_bytes: 128 << 20,
             background_compaction: true,
             compaction_level: 3,
+            rebuild_index: false,
         }
     }
 }
@@ -196,6 +200,22 @@ struct Shared {
     /// Held while compacting, so that only one compaction runs; the buffer segments are read into.
     compacting: Mutex<Vec<u8>>,
     compaction_level: i32,
+    /// How far compaction is, for the writer's backpressure.
+    backlog: Mutex<Backlog>,
+    backlog_changed: Condvar,
+}
+
+/// The writer waits before a group while more than this many sealed segments wait for compaction: each keeps
+/// its field index in memory and its events uncompressed, so a compactor that fell behind a long burst of
+/// ingest would otherwise let memory grow with the burst (as LSM stores stall writes).
+const MAX_COMPACTION_BACKLOG: u32 = 3;
+
+/// Compaction's progress.
+struct Backlog {
+    /// Every segment up to this one is compacted.
+    compacted: u32,
+    /// The last compaction failed (the writer does not wait for a compactor that cannot progress).
+    failing: bool,
 }
 
 impl Shared {
@@ -358,7 +378,15 @@ impl Shared {
             if segment >= published {
                 break;
             }
-            self.compact_segment(segment, &mut buffer)?;
+            let result = self.compact_segment(segment, &mut buffer);
+            let mut backlog = self.backlog.lock();
+            backlog.failing = result.is_err();
+            if result.is_ok() {
+                backlog.compacted = backlog.compacted.max(segment);
+            }
+            self.backlog_changed.notify_all();
+            drop(backlog);
+            result?;
             done += 1;
         }
         Ok(done)
@@ -576,11 +604,10 @@ impl EmbeddedStore {
         // fields are not indexed again; one that is missing or damaged is written again after the replay.
         let fs = options.fs.as_ref();
         for number in wal::list_numbered(fs, &blocks_dir, ".idx")? {
-            if !compacted.contains(&number) {
+            if options.rebuild_index || !compacted.contains(&number) {
                 piece::remove(fs, &blocks_dir, number)?;
             }
         }
-        let mut with_pieces = HashSet::new();
         for &segment in &compacted {
             let Some(pieces) = piece::open(fs, &blocks_dir, segment)? else {
                 continue;
@@ -597,7 +624,7 @@ impl EmbeddedStore {
                         reason,
                     })?;
             }
-            with_pieces.insert(segment);
+            recovery.with_pieces.insert(segment);
         }
         for &segment in &compacted {
             compact::read(
@@ -630,11 +657,12 @@ impl EmbeddedStore {
             request_keys,
             event_keys,
             events,
+            with_pieces,
             ..
         } = recovery;
         for (tenant, index) in &tenants {
             index
-                .check_parts()
+                .check_parts(&with_pieces)
                 .map_err(|reason| StoreError::Corruption {
                     file: blocks_dir.clone(),
                     offset: 0,
@@ -693,6 +721,11 @@ impl EmbeddedStore {
             compact_signal: Mutex::new(options.background_compaction.then_some(compact_signal)),
             compacting: Mutex::new(Vec::new()),
             compaction_level: options.compaction_level,
+            backlog: Mutex::new(Backlog {
+                compacted: first_segment - 1,
+                failing: false,
+            }),
+            backlog_changed: Condvar::new(),
         });
         let (sender, receiver) = crossbeam_channel::unbounded();
         let (publisher, published) = crossbeam_channel::bounded(4);
@@ -822,6 +855,8 @@ struct Recovery {
     events: u64,
     /// The last batch, decoded but not yet indexed: it is indexed while the next one decodes.
     decoded: Option<Vec<DecodedRecord>>,
+    /// The compacted segments whose index files are attached: their events are parsed only for their entries.
+    with_pieces: HashSet<u32>,
 }
 
 /// A decompressed and parsed record.
@@ -845,6 +880,7 @@ fn corrupt_record(
 fn decode_batch(
     wal_dir: &Path,
     blocks_dir: &Path,
+    with_pieces: &HashSet<u32>,
     batch: Vec<(RecordPosition, Vec<u8>)>,
 ) -> Result<Vec<DecodedRecord>> {
     let decode = |position: RecordPosition, payload: Vec<u8>| -> Result<DecodedRecord> {
@@ -856,12 +892,17 @@ fn decode_batch(
         let header: RecordHeader = serde_json::from_str(decoded.header())
             .map_err(|e| corrupt(format!("bad record header: {e}")))?;
         let mut events = Vec::with_capacity(decoded.events.len());
+        // Only the index reads these events (and drops them): `changes` is not kept, and neither are the
+        // fields an index file already holds.
+        let parse = if position.compacted && with_pieces.contains(&position.segment) {
+            Event::from_stored_json_for_entries
+        } else {
+            Event::from_stored_json_for_index
+        };
         for line in 0..decoded.events.len() as u32 {
             let text = decoded.event_text(line).expect("line exists");
-            // Only the index reads these events (and drops them): `changes` is not kept.
             events.push(
-                Event::from_stored_json_for_index(text)
-                    .map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?,
+                parse(text).map_err(|e| corrupt(format!("event {line} does not parse: {e}")))?,
             );
         }
         Ok((position, header, events))
@@ -883,12 +924,14 @@ impl Recovery {
     fn apply(&mut self, batch: Vec<(RecordPosition, Vec<u8>)>) -> Result<()> {
         let ready = self.decoded.take();
         let (wal_dir, blocks_dir) = (self.wal_dir.clone(), self.blocks_dir.clone());
+        let with_pieces = std::mem::take(&mut self.with_pieces);
         let (decoded, indexed) = pool().install(|| {
             rayon::join(
-                || decode_batch(&wal_dir, &blocks_dir, batch),
+                || decode_batch(&wal_dir, &blocks_dir, &with_pieces, batch),
                 || ready.map_or(Ok(()), |ready| self.index(ready)),
             )
         });
+        self.with_pieces = with_pieces;
         indexed?;
         self.decoded = Some(decoded?);
         Ok(())
@@ -1733,6 +1776,7 @@ impl WriterState {
                     Err(_) => break,
                 }
             }
+            self.wait_for_compaction();
             self.commit_group(group);
         }
         if let Err(error) = self.wal.sync() {
@@ -1753,6 +1797,31 @@ impl WriterState {
 
     /// Decides every request of the group, builds and encodes the records (in parallel), appends them, syncs
     /// once, publishes to the index, acknowledges.
+    /// Waits while more than [`MAX_COMPACTION_BACKLOG`] sealed segments wait for the background compactor,
+    /// unless there is none (shutting down, or compaction on demand) or its last compaction failed.
+    fn wait_for_compaction(&self) {
+        let current = self.wal.segment();
+        let mut backlog = self.shared.backlog.lock();
+        let started = Instant::now();
+        while current.saturating_sub(backlog.compacted + 1) > MAX_COMPACTION_BACKLOG
+            && !backlog.failing
+            && self.shared.compact_signal.lock().is_some()
+        {
+            self.shared.wake_compactor();
+            self.shared
+                .backlog_changed
+                .wait_for(&mut backlog, Duration::from_millis(100));
+        }
+        let waited = started.elapsed();
+        if waited > Duration::from_millis(1) {
+            metrics::counter!("logbook_compaction_stalls_total").increment(1);
+            tracing::debug!(
+                waited_ms = waited.as_millis() as u64,
+                "ingest waited for compaction"
+            );
+        }
+    }
+
     fn commit_group(&mut self, group: Vec<WriteRequest>) {
         let received_at = now_millis();
         self.prune(received_at);

@@ -572,10 +572,22 @@ impl TenantIndex {
     }
 
     /// After the log is replayed at open: whether every attached piece covers events that the log has in its
-    /// segment, and the parts cover every event.
-    pub(crate) fn check_parts(&self) -> std::result::Result<(), String> {
+    /// segment, the parts cover every event, and no segment of `with_pieces` (whose events were read without
+    /// their fields) has a part in memory.
+    pub(crate) fn check_parts(
+        &self,
+        with_pieces: &HashSet<u32>,
+    ) -> std::result::Result<(), String> {
         let mut next = 0;
         for part in &self.parts {
+            if matches!(part, Part::Memory(_)) && with_pieces.contains(&part.segment()) {
+                return Err(format!(
+                    "the index file of segment {} does not hold ordinals {}..{}",
+                    part.segment(),
+                    part.first(),
+                    part.end()
+                ));
+            }
             let (first, end) = (part.first(), part.end());
             let in_segment = |ordinal: u32| {
                 self.entries

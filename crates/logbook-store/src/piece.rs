@@ -48,6 +48,7 @@ use std::cmp::Ordering;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use zstd::bulk::Compressor;
 
 pub const PIECE_MAGIC: &[u8; 8] = b"LOGBOOKI";
 const FORMAT_VERSION: u32 = 2;
@@ -300,6 +301,7 @@ fn read_posting(bytes: &[u8], (first, end): (u32, u32), out: &mut RoaringBitmap)
 /// Writes a table of terms sorted by their key bytes: out-of-line postings to `data`, then the chunks (each
 /// zstd-compressed), and the table's description to `out`.
 fn put_table(
+    compressor: &mut Compressor<'static>,
     data: &mut Vec<u8>,
     out: &mut Vec<u8>,
     terms: &[(&[u8], &Ordinals)],
@@ -337,7 +339,7 @@ fn put_table(
     let mut directory = Vec::new();
     for (first_key, raw) in &chunks {
         let chunk_offset = data.len() as u64 - chunks_start;
-        let compressed = compress(raw);
+        let compressed = compress(compressor, raw);
         data.extend_from_slice(&compressed);
         put_bytes(&mut directory, first_key);
         put_varint(&mut directory, chunk_offset);
@@ -357,8 +359,8 @@ fn put_table(
 
 /// zstd of `raw`, or `raw` itself when that is not longer (the reader tells them apart by the length: a stored
 /// chunk or section as long as its raw form is raw).
-fn compress(raw: &[u8]) -> Vec<u8> {
-    let compressed = zstd::bulk::compress(raw, CHUNK_LEVEL).expect("zstd compresses in memory");
+fn compress(compressor: &mut Compressor<'static>, raw: &[u8]) -> Vec<u8> {
+    let compressed = compressor.compress(raw).expect("zstd compresses in memory");
     if compressed.len() < raw.len() {
         compressed
     } else {
@@ -392,6 +394,8 @@ fn number_of(key: &[u8]) -> io::Result<f64> {
 
 /// Builds one segment's index file from its tenants' in-memory parts.
 pub struct PieceWriter {
+    /// One compression context for the file: making one per chunk cost more than compressing it.
+    compressor: Compressor<'static>,
     data: Vec<u8>,
     directory: Vec<u8>,
     tenants: u64,
@@ -404,6 +408,7 @@ impl PieceWriter {
         data.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         data.extend_from_slice(&segment.to_le_bytes());
         PieceWriter {
+            compressor: Compressor::new(CHUNK_LEVEL).expect("a zstd level in range"),
             data,
             directory: Vec::new(),
             tenants: 0,
@@ -416,6 +421,7 @@ impl PieceWriter {
         let first = part.first;
         let range = (part.first, part.end);
         let data = &mut self.data;
+        let compressor = &mut self.compressor;
         let mut section = Vec::new();
         let json_full = fields.json_fields >= MAX_JSON_FIELDS;
         section.push(u8::from(json_full));
@@ -435,7 +441,7 @@ impl PieceWriter {
             .map(|(word, ordinals)| (word.as_bytes(), ordinals))
             .collect();
         words.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        put_table(data, &mut section, &words, range);
+        put_table(compressor, data, &mut section, &words, range);
         put_varint(&mut section, fields.fields.len() as u64);
         for index in &fields.fields {
             let mut record = Vec::new();
@@ -447,7 +453,7 @@ impl PieceWriter {
                 .map(|(text, ordinals)| (text.as_bytes(), ordinals))
                 .collect();
             text.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            put_table(data, &mut record, &text, range);
+            put_table(compressor, data, &mut record, &text, range);
             let number_keys: Vec<[u8; 8]> = index
                 .terms
                 .numbers
@@ -459,7 +465,7 @@ impl PieceWriter {
                 .zip(index.terms.numbers.values())
                 .map(|(key, ordinals)| (&key[..], ordinals))
                 .collect();
-            put_table(data, &mut record, &numbers, range);
+            put_table(compressor, data, &mut record, &numbers, range);
             for special in [&index.terms.trues, &index.terms.falses, &index.terms.nulls] {
                 put_posting(data, special, range).put(&mut record);
             }
@@ -470,14 +476,14 @@ impl PieceWriter {
             } else {
                 // A large record (a field with many terms has a long chunk directory) is read only when
                 // its field is asked for.
-                let stored = compress(&record);
+                let stored = compress(compressor, &record);
                 put_varint(&mut section, ((stored.len() as u64) << 1) | 1);
                 put_varint(&mut section, data.len() as u64);
                 put_varint(&mut section, record.len() as u64);
                 data.extend_from_slice(&stored);
             }
         }
-        let stored = compress(&section);
+        let stored = compress(compressor, &section);
         let section_span = Span {
             offset: data.len() as u64,
             len: stored.len() as u64,

@@ -1057,3 +1057,68 @@ fn large_index_files_answer_as_the_evaluator_does() {
     let store = open_large();
     check(&store, "after reopen");
 }
+
+/// A disk on which creating a block file takes a while, as a slow or busy disk would make compaction.
+struct SlowBlocks(logbook_store::io::RealFs);
+
+impl logbook_store::io::FileSystem for SlowBlocks {
+    fn create_new(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<std::sync::Arc<dyn logbook_store::io::StorageFile>> {
+        if path.extension().is_some_and(|extension| extension == "blk") {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+        }
+        self.0.create_new(path)
+    }
+    fn open(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<std::sync::Arc<dyn logbook_store::io::StorageFile>> {
+        self.0.open(path)
+    }
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        self.0.read(path)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.0.remove(path)
+    }
+    fn len(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        self.0.len(path)
+    }
+    fn list(&self, directory: &std::path::Path) -> std::io::Result<Vec<String>> {
+        self.0.list(directory)
+    }
+    fn create_dir_all(&self, directory: &std::path::Path) -> std::io::Result<()> {
+        self.0.create_dir_all(directory)
+    }
+    fn sync_directory(&self, directory: &std::path::Path) -> std::io::Result<()> {
+        self.0.sync_directory(directory)
+    }
+}
+
+/// A burst of ingest faster than compaction waits for it: the sealed segments waiting to be compacted (each
+/// with its field index in memory) stay bounded, and every event is kept.
+#[test]
+fn ingest_waits_for_a_compactor_that_fell_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.segment_bytes = 4096;
+    options.fs = std::sync::Arc::new(SlowBlocks(logbook_store::io::RealFs));
+    let store = EmbeddedStore::open(options).expect("store opens");
+    store.create_tenant("acme", "Acme").unwrap();
+    let wal_dir = dir.path().join("wal");
+    let mut most = 0;
+    for round in 0..60 {
+        // About two segments per request.
+        let events = (0..12)
+            .map(|i| json!({"type": "burst", "metadata": {"round": round, "i": i, "pad": "p".repeat(600)}}))
+            .collect();
+        append(&store, "acme", events);
+        most = most.max(files(&wal_dir, ".wal").len());
+    }
+    // The writer waits before a group while more than 3 sealed segments wait; a group adds up to 3 more, and
+    // one segment is being written.
+    assert!(most <= 3 + 3 + 1, "{most} WAL segments at once");
+    assert_eq!(list_all(&store, "acme", "order=asc", 1000).len(), 60 * 12);
+}

@@ -42,11 +42,13 @@ use crate::io::{FileSystem, StorageFile};
 use crate::ordinals::Ordinals;
 use crate::wal;
 use logbook_core::filter::Field;
+use lru::LruCache;
+use parking_lot::Mutex;
 use roaring::RoaringBitmap;
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use zstd::bulk::Compressor;
 
@@ -522,11 +524,61 @@ impl PieceWriter {
 
 /// An open index file.
 pub struct PieceFile {
+    /// Unique in the process, for the block cache.
+    id: u64,
     path: PathBuf,
     file: Arc<dyn StorageFile>,
 }
 
+/// Decompressed sections, records and chunks of index files, by file and offset, within a byte budget: a
+/// query plans every piece of a tenant in its time window, and a hot tenant's pieces are read again and again.
+struct BlockCache {
+    blocks: LruCache<(u64, u64), Arc<[u8]>>,
+    bytes: usize,
+}
+
+/// The block cache's budget.
+const BLOCK_CACHE_BYTES: usize = 16 << 20;
+
+static BLOCK_CACHE: Mutex<Option<BlockCache>> = Mutex::new(None);
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(0);
+
 impl PieceFile {
+    fn new(path: PathBuf, file: Arc<dyn StorageFile>) -> PieceFile {
+        PieceFile {
+            id: NEXT_FILE_ID.fetch_add(1, AtomicOrdering::Relaxed),
+            path,
+            file,
+        }
+    }
+
+    /// A stored (compressed or raw) block, decompressed, through the block cache.
+    fn read_block(&self, span: Span, raw_len: u64) -> io::Result<Arc<[u8]>> {
+        let key = (self.id, span.offset);
+        if let Some(cache) = BLOCK_CACHE.lock().as_mut() {
+            if let Some(block) = cache.blocks.get(&key) {
+                return Ok(block.clone());
+            }
+        }
+        let block: Arc<[u8]> = decompress(&self.read(span)?, raw_len)?.into();
+        let mut cache = BLOCK_CACHE.lock();
+        let cache = cache.get_or_insert_with(|| BlockCache {
+            blocks: LruCache::unbounded(),
+            bytes: 0,
+        });
+        if let Some(replaced) = cache.blocks.put(key, block.clone()) {
+            cache.bytes -= replaced.len();
+        }
+        cache.bytes += block.len();
+        while cache.bytes > BLOCK_CACHE_BYTES {
+            let Some((_, evicted)) = cache.blocks.pop_lru() else {
+                break;
+            };
+            cache.bytes -= evicted.len();
+        }
+        Ok(block)
+    }
+
     fn read(&self, span: Span) -> io::Result<Vec<u8>> {
         let len = usize::try_from(span.len).map_err(|_| invalid("a span beyond usize"))?;
         let mut buffer = vec![0; len];
@@ -631,10 +683,7 @@ pub fn open(
     let file = fs
         .open(&path)
         .map_err(|e| StoreError::io(format!("failed to open {}", path.display()), e))?;
-    let file = Arc::new(PieceFile {
-        path: path.clone(),
-        file,
-    });
+    let file = Arc::new(PieceFile::new(path.clone(), file));
     match parse(&bytes, segment, &file) {
         Ok(pieces) => Ok(Some(pieces)),
         Err(error) => {
@@ -679,10 +728,7 @@ pub fn write(
         let _ = fs.remove(&path);
         return Err(error);
     }
-    let file = Arc::new(PieceFile {
-        path: path.clone(),
-        file,
-    });
+    let file = Arc::new(PieceFile::new(path.clone(), file));
     parse(bytes, segment, &file).map_err(|error| StoreError::Corruption {
         file: path,
         offset: 0,
@@ -697,7 +743,7 @@ impl TenantPiece {
 
     /// Reads the tenant's section, for planning.
     pub(crate) fn load(&self) -> io::Result<LoadedPiece<'_>> {
-        let bytes = decompress(&self.file.read(self.section)?, self.section_raw)?;
+        let bytes = self.file.read_block(self.section, self.section_raw)?;
         let mut reader = Reader::new(&bytes);
         let json_full = reader.u8()? != 0;
         let mut unindexed = Vec::new();
@@ -845,11 +891,13 @@ impl<'a> Table<'a> {
         else {
             return Ok(());
         };
-        let compressed = file.read(Span {
-            offset: self.chunks.offset + offset,
-            len,
-        })?;
-        let raw = decompress(&compressed, raw_len)?;
+        let raw = file.read_block(
+            Span {
+                offset: self.chunks.offset + offset,
+                len,
+            },
+            raw_len,
+        )?;
         let mut found = None;
         each_in_chunk(&raw, |term, posting| {
             Ok(match term.cmp(key) {
@@ -903,6 +951,22 @@ impl<'a> Table<'a> {
     }
 }
 
+/// A field record's bytes: in the section, or apart (and cached).
+enum Record<'a> {
+    Inline(&'a [u8]),
+    Apart(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Record<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Record::Inline(bytes) => bytes,
+            Record::Apart(bytes) => bytes,
+        }
+    }
+}
+
 /// One field's record.
 struct FieldRecord<'a> {
     present: Span,
@@ -926,7 +990,7 @@ impl<'a> FieldRecord<'a> {
 /// A piece's section, read for one plan.
 pub(crate) struct LoadedPiece<'a> {
     piece: &'a TenantPiece,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     json_full: bool,
     unindexed: Vec<Field>,
     words_at: usize,
@@ -935,7 +999,7 @@ pub(crate) struct LoadedPiece<'a> {
 
 impl LoadedPiece<'_> {
     /// The record of `field`, if the piece has the field.
-    fn field(&self, field: &Field) -> io::Result<Option<Cow<'_, [u8]>>> {
+    fn field(&self, field: &Field) -> io::Result<Option<Record<'_>>> {
         let mut wanted = Vec::new();
         put_field(&mut wanted, field);
         let mut reader = Reader::new(&self.bytes);
@@ -949,7 +1013,7 @@ impl LoadedPiece<'_> {
             if tag & 1 == 0 {
                 let record = reader.take(len)?;
                 if found {
-                    return Ok(Some(Cow::Borrowed(record)));
+                    return Ok(Some(Record::Inline(record)));
                 }
             } else {
                 let span = Span {
@@ -958,8 +1022,9 @@ impl LoadedPiece<'_> {
                 };
                 let raw_len = reader.varint()?;
                 if found {
-                    let stored = self.piece.file.read(span)?;
-                    return Ok(Some(Cow::Owned(decompress(&stored, raw_len)?)));
+                    return Ok(Some(Record::Apart(
+                        self.piece.file.read_block(span, raw_len)?,
+                    )));
                 }
             }
         }

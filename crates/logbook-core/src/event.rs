@@ -127,11 +127,12 @@ pub struct Event {
     pub hash: String,
 }
 
-/// A stored event as the index needs it: every field but `changes`, which the index does not read. Recovery
-/// parses each stored event to rebuild the index; a third of the events carry before/after snapshots and their
-/// diff, which would otherwise become JSON trees only to be dropped.
+/// A stored event as the open reads it: `changes` is only checked to be JSON (the open parses each stored event
+/// to rebuild the index; a third of the events carry before/after snapshots and their diff, which would
+/// otherwise become JSON trees only to be dropped), and so are resources, context, description and metadata
+/// when an index file already holds the event's fields (`R`, `C`, `D` and `M` are then `IgnoredAny`).
 #[derive(Deserialize)]
-struct StoredForIndex {
+struct Stored<R, C, D, M> {
     id: String,
     seq: u64,
     tenant: String,
@@ -148,16 +149,15 @@ struct StoredForIndex {
     #[serde(default)]
     entity: Option<Entity>,
     #[serde(default)]
-    resources: BTreeMap<String, String>,
+    resources: R,
     #[serde(default)]
-    context: Map<String, Value>,
+    context: C,
     #[serde(default)]
     outcome: Outcome,
     #[serde(default)]
-    description: Option<String>,
+    description: D,
     #[serde(default)]
-    metadata: Option<Value>,
-    /// Checked to be JSON, not kept.
+    metadata: M,
     #[serde(default)]
     #[allow(dead_code)]
     changes: Option<serde::de::IgnoredAny>,
@@ -166,97 +166,72 @@ struct StoredForIndex {
     hash: String,
 }
 
-/// A stored event as the open reads it when its fields are already indexed (an index file holds them):
-/// resources, context, description and metadata are only checked to be JSON.
-#[derive(Deserialize)]
-struct StoredForEntries {
-    id: String,
-    seq: u64,
-    tenant: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    #[serde(with = "rfc3339_millis")]
-    created_at: Millis,
-    #[serde(with = "rfc3339_millis")]
-    received_at: Millis,
-    #[serde(default)]
-    actor: Option<Actor>,
-    #[serde(default)]
-    action: Option<String>,
-    #[serde(default)]
-    entity: Option<Entity>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    resources: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    context: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    outcome: Outcome,
-    #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    metadata: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    changes: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    hash: String,
+impl<R, C, D, M> Stored<R, C, D, M> {
+    /// The event, with the four values as `values` makes them.
+    fn into_event(
+        self,
+        values: impl FnOnce(
+            R,
+            C,
+            D,
+            M,
+        ) -> (
+            BTreeMap<String, String>,
+            Map<String, Value>,
+            Option<String>,
+            Option<Value>,
+        ),
+    ) -> Event {
+        let (resources, context, description, metadata) = values(
+            self.resources,
+            self.context,
+            self.description,
+            self.metadata,
+        );
+        Event {
+            id: self.id,
+            seq: self.seq,
+            tenant: self.tenant,
+            event_type: self.event_type,
+            created_at: self.created_at,
+            received_at: self.received_at,
+            actor: self.actor,
+            action: self.action,
+            entity: self.entity,
+            resources,
+            context,
+            outcome: self.outcome,
+            description,
+            metadata,
+            changes: None,
+            idempotency_key: self.idempotency_key,
+            hash: self.hash,
+        }
+    }
 }
+
+type Ignored = serde::de::IgnoredAny;
 
 impl Event {
     /// Parses a stored event for its place in the index only (id, seq, times, the top-level text fields, its
     /// idempotency key): resources, context, description, metadata and changes are checked to be JSON and left
     /// empty. For an open whose index files already hold the event's fields.
     pub fn from_stored_json_for_entries(text: &str) -> serde_json::Result<Event> {
-        let stored: StoredForEntries = serde_json::from_str(text)?;
-        Ok(Event {
-            id: stored.id,
-            seq: stored.seq,
-            tenant: stored.tenant,
-            event_type: stored.event_type,
-            created_at: stored.created_at,
-            received_at: stored.received_at,
-            actor: stored.actor,
-            action: stored.action,
-            entity: stored.entity,
-            resources: BTreeMap::new(),
-            context: Map::new(),
-            outcome: stored.outcome,
-            description: None,
-            metadata: None,
-            changes: None,
-            idempotency_key: stored.idempotency_key,
-            hash: stored.hash,
-        })
+        let stored: Stored<Ignored, Ignored, Ignored, Ignored> = serde_json::from_str(text)?;
+        Ok(stored.into_event(|_, _, _, _| (BTreeMap::new(), Map::new(), None, None)))
     }
 
     /// Parses a stored event for indexing: as [`Event`]'s own parsing, except that `changes` is only checked to
     /// be JSON and is left `None`. Not for anything that returns or hashes the event.
     pub fn from_stored_json_for_index(text: &str) -> serde_json::Result<Event> {
-        let stored: StoredForIndex = serde_json::from_str(text)?;
-        Ok(Event {
-            id: stored.id,
-            seq: stored.seq,
-            tenant: stored.tenant,
-            event_type: stored.event_type,
-            created_at: stored.created_at,
-            received_at: stored.received_at,
-            actor: stored.actor,
-            action: stored.action,
-            entity: stored.entity,
-            resources: stored.resources,
-            context: stored.context,
-            outcome: stored.outcome,
-            description: stored.description,
-            metadata: stored.metadata,
-            changes: None,
-            idempotency_key: stored.idempotency_key,
-            hash: stored.hash,
-        })
+        type ForIndex =
+            Stored<BTreeMap<String, String>, Map<String, Value>, Option<String>, Option<Value>>;
+        let stored: ForIndex = serde_json::from_str(text)?;
+        Ok(
+            stored.into_event(|resources, context, description, metadata| {
+                (resources, context, description, metadata)
+            }),
+        )
     }
 
     /// Recomputes the hash from the event's other fields (see [`canonical`] for the exact bytes).
@@ -1286,6 +1261,17 @@ mod tests {
             with_changes += usize::from(event.changes.is_some());
             let text = serde_json::to_string(&event).unwrap();
             let for_index = Event::from_stored_json_for_index(&text).unwrap();
+            let for_entries = Event::from_stored_json_for_entries(&text).unwrap();
+            assert_eq!(
+                for_entries,
+                Event {
+                    resources: BTreeMap::new(),
+                    context: Map::new(),
+                    description: None,
+                    metadata: None,
+                    ..for_index.clone()
+                }
+            );
             assert_eq!(
                 for_index,
                 Event {
@@ -1298,6 +1284,9 @@ mod tests {
         // `changes` is still checked to be JSON, and the other fields are checked as before.
         let broken = r#"{"id":"x","seq":1,"tenant":"t","type":"a","created_at":"2026-11-22T10:00:00.000Z","received_at":"2026-11-22T10:00:00.000Z","changes":{"before":},"hash":"h"}"#;
         assert!(Event::from_stored_json_for_index(broken).is_err());
+        assert!(Event::from_stored_json_for_entries(broken).is_err());
+        let broken_metadata = r#"{"id":"x","seq":1,"tenant":"t","type":"a","created_at":"2026-11-22T10:00:00.000Z","received_at":"2026-11-22T10:00:00.000Z","metadata":{"a":[},"hash":"h"}"#;
+        assert!(Event::from_stored_json_for_entries(broken_metadata).is_err());
         let no_hash = r#"{"id":"x","seq":1,"tenant":"t","type":"a","created_at":"2026-11-22T10:00:00.000Z","received_at":"2026-11-22T10:00:00.000Z"}"#;
         assert!(Event::from_stored_json_for_index(no_hash).is_err());
     }

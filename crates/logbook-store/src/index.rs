@@ -1446,6 +1446,10 @@ pub(crate) enum TermKey<'a> {
     Null,
 }
 
+/// The visitor of [`Terms::each_term`]: a value, and what adds its posting to a bitmap.
+pub(crate) type TermVisitor<'a> = dyn FnMut(TermKey<'_>, &mut dyn FnMut(&mut RoaringBitmap) -> io::Result<()>) -> io::Result<()>
+    + 'a;
+
 /// What the planner asks of one part of a tenant's field index, in memory or in an index file. Postings are
 /// added to `out` as ordinals of the tenant.
 pub(crate) trait Terms {
@@ -1462,19 +1466,39 @@ pub(crate) trait Terms {
         json: bool,
         out: &mut RoaringBitmap,
     ) -> io::Result<()>;
+    /// Calls `visit` with every value of `field` that has events, and a way to add its posting to a bitmap
+    /// (so that postings are read only for the values kept).
+    fn each_term(&self, field: &Field, visit: &mut TermVisitor<'_>) -> io::Result<()>;
+
     /// The events of every value `keep` accepts.
     fn select(
         &self,
         field: &Field,
         keep: &mut dyn FnMut(TermKey<'_>) -> bool,
         out: &mut RoaringBitmap,
-    ) -> io::Result<()>;
+    ) -> io::Result<()> {
+        self.each_term(field, &mut |term, read| {
+            if keep(term) {
+                read(out)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Every value of `field` with its (non-empty) posting.
     fn postings(
         &self,
         field: &Field,
         visit: &mut dyn FnMut(TermKey<'_>, RoaringBitmap),
-    ) -> io::Result<()>;
+    ) -> io::Result<()> {
+        self.each_term(field, &mut |term, read| {
+            let mut posting = RoaringBitmap::new();
+            read(&mut posting)?;
+            visit(term, posting);
+            Ok(())
+        })
+    }
+
     /// The events whose description has a word `keep` accepts.
     fn words_matching(
         &self,
@@ -1508,26 +1532,35 @@ impl Terms for FieldsPart {
         Ok(())
     }
 
-    fn select(
-        &self,
-        field: &Field,
-        keep: &mut dyn FnMut(TermKey<'_>) -> bool,
-        out: &mut RoaringBitmap,
-    ) -> io::Result<()> {
-        self.postings_of(field, |term, posting| {
-            if keep(term) {
+    fn each_term(&self, field: &Field, visit: &mut TermVisitor<'_>) -> io::Result<()> {
+        let Some(index) = self.field(field) else {
+            return Ok(());
+        };
+        let terms = &index.terms;
+        for (text, posting) in &terms.text {
+            visit(TermKey::Text(text), &mut |out| {
                 posting.add_to(out);
+                Ok(())
+            })?;
+        }
+        for (number, posting) in &terms.numbers {
+            visit(TermKey::Number(number.0), &mut |out| {
+                posting.add_to(out);
+                Ok(())
+            })?;
+        }
+        for (term, posting) in [
+            (TermKey::True, &terms.trues),
+            (TermKey::False, &terms.falses),
+            (TermKey::Null, &terms.nulls),
+        ] {
+            if !posting.is_empty() {
+                visit(term, &mut |out| {
+                    posting.add_to(out);
+                    Ok(())
+                })?;
             }
-        });
-        Ok(())
-    }
-
-    fn postings(
-        &self,
-        field: &Field,
-        visit: &mut dyn FnMut(TermKey<'_>, RoaringBitmap),
-    ) -> io::Result<()> {
-        self.postings_of(field, |term, posting| visit(term, posting.to_bitmap()));
+        }
         Ok(())
     }
 
@@ -1542,31 +1575,6 @@ impl Terms for FieldsPart {
             }
         }
         Ok(())
-    }
-}
-
-impl FieldsPart {
-    /// Every value of `field` with a non-empty posting.
-    pub(crate) fn postings_of(&self, field: &Field, mut visit: impl FnMut(TermKey<'_>, &Ordinals)) {
-        let Some(index) = self.field(field) else {
-            return;
-        };
-        let terms = &index.terms;
-        for (text, posting) in &terms.text {
-            visit(TermKey::Text(text), posting);
-        }
-        for (number, posting) in &terms.numbers {
-            visit(TermKey::Number(number.0), posting);
-        }
-        for (term, posting) in [
-            (TermKey::True, &terms.trues),
-            (TermKey::False, &terms.falses),
-            (TermKey::Null, &terms.nulls),
-        ] {
-            if !posting.is_empty() {
-                visit(term, posting);
-            }
-        }
     }
 }
 

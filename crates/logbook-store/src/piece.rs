@@ -37,7 +37,9 @@
 //! missing, torn or damaged is removed at open and written again from the block file's events.
 
 use crate::error::{Result, StoreError};
-use crate::index::{finite_number, MemoryPart, OrderedNumber, TermKey, Terms, MAX_JSON_FIELDS};
+use crate::index::{
+    finite_number, MemoryPart, OrderedNumber, TermKey, TermVisitor, Terms, MAX_JSON_FIELDS,
+};
 use crate::io::{FileSystem, StorageFile};
 use crate::ordinals::Ordinals;
 use crate::wal;
@@ -1043,43 +1045,6 @@ impl LoadedPiece<'_> {
         }
         read_posting(&self.piece.file.read(span)?, self.piece.range(), out)
     }
-
-    /// Every term of `field` with its encoded posting (the special values' postings read on their own).
-    fn each_term(
-        &self,
-        field: &Field,
-        mut visit: impl FnMut(
-            TermKey<'_>,
-            &mut dyn FnMut(&mut RoaringBitmap) -> io::Result<()>,
-        ) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let Some(bytes) = self.field(field)? else {
-            return Ok(());
-        };
-        let record = FieldRecord::read(&bytes)?;
-        let file = &self.piece.file;
-        let range = self.piece.range();
-        record.text.scan(file, |key, posting| {
-            let text = std::str::from_utf8(key).map_err(|_| invalid("a term that is not UTF-8"))?;
-            visit(TermKey::Text(text), &mut |out| {
-                read_posting(posting, range, out)
-            })
-        })?;
-        record.numbers.scan(file, |key, posting| {
-            visit(TermKey::Number(number_of(key)?), &mut |out| {
-                read_posting(posting, range, out)
-            })
-        })?;
-        for (term, span) in [TermKey::True, TermKey::False, TermKey::Null]
-            .into_iter()
-            .zip(record.specials)
-        {
-            if span.len > 0 {
-                visit(term, &mut |out| self.add_posting(span, out))?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Terms for LoadedPiece<'_> {
@@ -1127,31 +1092,33 @@ impl Terms for LoadedPiece<'_> {
         self.add_posting(special, out)
     }
 
-    fn select(
-        &self,
-        field: &Field,
-        keep: &mut dyn FnMut(TermKey<'_>) -> bool,
-        out: &mut RoaringBitmap,
-    ) -> io::Result<()> {
-        self.each_term(field, |term, read| {
-            if keep(term) {
-                read(out)?;
+    fn each_term(&self, field: &Field, visit: &mut TermVisitor<'_>) -> io::Result<()> {
+        let Some(bytes) = self.field(field)? else {
+            return Ok(());
+        };
+        let record = FieldRecord::read(&bytes)?;
+        let file = &self.piece.file;
+        let range = self.piece.range();
+        record.text.scan(file, |key, posting| {
+            let text = std::str::from_utf8(key).map_err(|_| invalid("a term that is not UTF-8"))?;
+            visit(TermKey::Text(text), &mut |out| {
+                read_posting(posting, range, out)
+            })
+        })?;
+        record.numbers.scan(file, |key, posting| {
+            visit(TermKey::Number(number_of(key)?), &mut |out| {
+                read_posting(posting, range, out)
+            })
+        })?;
+        for (term, span) in [TermKey::True, TermKey::False, TermKey::Null]
+            .into_iter()
+            .zip(record.specials)
+        {
+            if span.len > 0 {
+                visit(term, &mut |out| self.add_posting(span, out))?;
             }
-            Ok(())
-        })
-    }
-
-    fn postings(
-        &self,
-        field: &Field,
-        visit: &mut dyn FnMut(TermKey<'_>, RoaringBitmap),
-    ) -> io::Result<()> {
-        self.each_term(field, |term, read| {
-            let mut posting = RoaringBitmap::new();
-            read(&mut posting)?;
-            visit(term, posting);
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     fn words_matching(

@@ -64,6 +64,8 @@ const CHUNK_TERMS: usize = 128;
 const CHUNK_LEVEL: i32 = 3;
 /// Postings up to this size are kept in their term's chunk; larger ones (bitmaps of frequent terms) apart.
 const INLINE_POSTING_BYTES: usize = 48;
+/// No section, record or chunk is larger than this decompressed (a larger length is damage).
+const MAX_BLOCK_BYTES: u64 = 256 << 20;
 /// Field records up to this size are kept in the section; larger ones apart, read when their field is.
 const INLINE_RECORD_BYTES: usize = 96;
 /// Postings of more ordinals than this are written as a bitmap when that is smaller.
@@ -528,6 +530,8 @@ impl PieceWriter {
 pub struct PieceFile {
     /// Unique in the process, for the block cache.
     id: u64,
+    /// The file's length when it was checked: every read stays within it.
+    len: u64,
     path: PathBuf,
     file: Arc<dyn StorageFile>,
 }
@@ -546,9 +550,10 @@ static BLOCK_CACHE: Mutex<Option<BlockCache>> = Mutex::new(None);
 static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(0);
 
 impl PieceFile {
-    fn new(path: PathBuf, file: Arc<dyn StorageFile>) -> PieceFile {
+    fn new(path: PathBuf, file: Arc<dyn StorageFile>, len: usize) -> PieceFile {
         PieceFile {
             id: NEXT_FILE_ID.fetch_add(1, AtomicOrdering::Relaxed),
+            len: len as u64,
             path,
             file,
         }
@@ -582,6 +587,16 @@ impl PieceFile {
     }
 
     fn read(&self, span: Span) -> io::Result<Vec<u8>> {
+        if span
+            .offset
+            .checked_add(span.len)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(invalid(format!(
+                "{}: a span beyond the end of the file",
+                self.path.display()
+            )));
+        }
         let len = usize::try_from(span.len).map_err(|_| invalid("a span beyond usize"))?;
         let mut buffer = vec![0; len];
         self.file
@@ -654,7 +669,8 @@ fn parse(
             section_raw: reader.varint()?,
             may_be_unindexed: reader.u8()? != 0,
         };
-        if piece.first >= piece.end || piece.section.offset + piece.section.len > crc_at as u64 {
+        let section_end = piece.section.offset.checked_add(piece.section.len);
+        if piece.first >= piece.end || section_end.is_none_or(|end| end > crc_at as u64) {
             return Err(invalid(format!(
                 "a bad directory entry for tenant {tenant}"
             )));
@@ -685,7 +701,7 @@ pub fn open(
     let file = fs
         .open(&path)
         .map_err(|e| StoreError::io(format!("failed to open {}", path.display()), e))?;
-    let file = Arc::new(PieceFile::new(path.clone(), file));
+    let file = Arc::new(PieceFile::new(path.clone(), file, bytes.len()));
     match parse(&bytes, segment, &file) {
         Ok(pieces) => Ok(Some(pieces)),
         Err(error) => {
@@ -730,7 +746,7 @@ pub fn write(
         let _ = fs.remove(&path);
         return Err(error);
     }
-    let file = Arc::new(PieceFile::new(path.clone(), file));
+    let file = Arc::new(PieceFile::new(path.clone(), file, bytes.len()));
     parse(bytes, segment, &file).map_err(|error| StoreError::Corruption {
         file: path,
         offset: 0,
@@ -822,6 +838,9 @@ fn each_in_chunk(
 }
 
 fn decompress(compressed: &[u8], raw_len: u64) -> io::Result<Vec<u8>> {
+    if raw_len > MAX_BLOCK_BYTES {
+        return Err(invalid(format!("a block of {raw_len} bytes decompressed")));
+    }
     let capacity = usize::try_from(raw_len).map_err(|_| invalid("a chunk beyond usize"))?;
     if compressed.len() == capacity {
         return Ok(compressed.to_vec());

@@ -1122,3 +1122,41 @@ fn ingest_waits_for_a_compactor_that_fell_behind() {
     assert!(most <= 3 + 3 + 1, "{most} WAL segments at once");
     assert_eq!(list_all(&store, "acme", "order=asc", 1000).len(), 60 * 12);
 }
+
+/// An index file that can no longer be read while the store is open (here cut short under it) changes speed
+/// only: its pieces are planned as unknown and their events checked one by one.
+#[test]
+fn an_index_file_lost_while_open_still_gives_every_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_compacting_on_demand(dir.path()).expect("store opens");
+    store.create_tenant("acme", "Acme").unwrap();
+    for round in 0..40 {
+        let events = (0..5)
+            .map(|i| json!({"type": if (round + i) % 3 == 0 { "hit" } else { "miss" }, "metadata": {"round": round, "pad": "q".repeat(200)}}))
+            .collect();
+        append(&store, "acme", events);
+    }
+    let before: Vec<u64> = list_all(&store, "acme", "type=hit&order=asc", 7)
+        .iter()
+        .map(|event| event.seq)
+        .collect();
+    assert!(store.compact().unwrap() > 2);
+    let blocks = dir.path().join("blocks");
+    for name in files(&blocks, ".idx") {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(blocks.join(name))
+            .unwrap();
+        file.set_len(20).unwrap();
+    }
+    let after: Vec<u64> = list_all(&store, "acme", "type=hit&order=asc", 7)
+        .iter()
+        .map(|event| event.seq)
+        .collect();
+    assert_eq!(after, before);
+    let hits = (0..40)
+        .flat_map(|round| (0..5).map(move |i| (round + i) % 3))
+        .filter(|&remainder| remainder == 0)
+        .count();
+    assert_eq!(before.len(), hits);
+}

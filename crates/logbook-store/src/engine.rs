@@ -455,13 +455,7 @@ impl Shared {
             };
             let mut index = index.write();
             if let Some(piece) = pieces.remove(tenant) {
-                index
-                    .attach(piece)
-                    .map_err(|reason| StoreError::Corruption {
-                        file: piece::piece_path(&self.blocks_dir, segment),
-                        offset: 0,
-                        reason,
-                    })?;
+                attach(&mut index, piece, &self.blocks_dir)?;
             }
             for &(seq, location) in moves {
                 let ordinal = (seq - 1) as u32;
@@ -613,16 +607,11 @@ impl EmbeddedStore {
                 continue;
             };
             for (tenant, piece) in pieces {
-                recovery
-                    .tenants
-                    .entry(tenant)
-                    .or_default()
-                    .attach(piece)
-                    .map_err(|reason| StoreError::Corruption {
-                        file: piece::piece_path(&blocks_dir, segment),
-                        offset: 0,
-                        reason,
-                    })?;
+                attach(
+                    recovery.tenants.entry(tenant).or_default(),
+                    piece,
+                    &blocks_dir,
+                )?;
             }
             recovery.with_pieces.insert(segment);
         }
@@ -806,6 +795,18 @@ impl EmbeddedStore {
 /// Records decoded together (in parallel) during recovery.
 const RECOVERY_BATCH_RECORDS: usize = 64;
 
+/// Puts an index file's piece in a tenant's index; a piece that does not fit the log is corruption of its file.
+fn attach(index: &mut TenantIndex, piece: TenantPiece, blocks_dir: &Path) -> Result<()> {
+    let file = piece::piece_path(blocks_dir, piece.segment);
+    index
+        .attach(piece)
+        .map_err(|reason| StoreError::Corruption {
+            file,
+            offset: 0,
+            reason,
+        })
+}
+
 /// Writes the index file of a compacted segment that had none at open (a crash came between its block file
 /// and its index file, or the data directory is older than index files) from the parts the replay built.
 fn write_missing_piece(
@@ -832,13 +833,7 @@ fn write_missing_piece(
         let index = tenants
             .get_mut(&tenant)
             .expect("written from this tenant's part");
-        index
-            .attach(piece)
-            .map_err(|reason| StoreError::Corruption {
-                file: piece::piece_path(blocks_dir, segment),
-                offset: 0,
-                reason,
-            })?;
+        attach(index, piece, blocks_dir)?;
     }
     Ok(())
 }
@@ -1795,8 +1790,6 @@ impl WriterState {
             .retain(|_, (_, at)| now - *at < IDEMPOTENCY_WINDOW_MILLIS);
     }
 
-    /// Decides every request of the group, builds and encodes the records (in parallel), appends them, syncs
-    /// once, publishes to the index, acknowledges.
     /// Waits while more than [`MAX_COMPACTION_BACKLOG`] sealed segments wait for the background compactor,
     /// unless there is none (shutting down, or compaction on demand) or its last compaction failed.
     fn wait_for_compaction(&self) {
@@ -1822,6 +1815,8 @@ impl WriterState {
         }
     }
 
+    /// Decides every request of the group, builds and encodes the records (in parallel), appends them, syncs
+    /// once, publishes to the index, acknowledges.
     fn commit_group(&mut self, group: Vec<WriteRequest>) {
         let received_at = now_millis();
         self.prune(received_at);

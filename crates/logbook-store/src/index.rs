@@ -392,6 +392,14 @@ impl Part {
             Part::Disk(piece) => piece.times,
         }
     }
+
+    /// Runs `ask` on the part's terms: in memory, or its piece's section read from the index file.
+    fn with_terms<T>(&self, ask: impl FnOnce(&dyn Terms) -> io::Result<T>) -> io::Result<T> {
+        match self {
+            Part::Memory(memory) => ask(&memory.fields),
+            Part::Disk(piece) => ask(&piece.load()?),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -680,12 +688,7 @@ impl TenantIndex {
                 continue;
             }
             let (first, end) = (part.first(), part.end());
-            let planned = match part {
-                Part::Memory(memory) => self.plan_part(&memory.fields, first, end, filter),
-                Part::Disk(piece) => piece
-                    .load()
-                    .and_then(|loaded| self.plan_part(&loaded, first, end, filter)),
-            };
+            let planned = part.with_terms(|terms| self.plan_part(terms, first, end, filter));
             let planned = planned.unwrap_or_else(|error| {
                 tracing::warn!(%error, segment = part.segment(), "an index file could not be read; its events are checked one by one");
                 Candidates::unknown()
@@ -948,12 +951,7 @@ impl TenantIndex {
             *merged.entry(key).or_default() |= posting;
         };
         for part in &self.parts {
-            let read = match part {
-                Part::Memory(memory) => memory.fields.postings(field, &mut visit),
-                Part::Disk(piece) => piece
-                    .load()
-                    .and_then(|loaded| loaded.postings(field, &mut visit)),
-            };
+            let read = part.with_terms(|terms| terms.postings(field, &mut visit));
             if let Err(error) = read {
                 tracing::warn!(%error, segment = part.segment(), "an index file could not be read; values are counted event by event");
                 return None;
@@ -981,12 +979,7 @@ impl TenantIndex {
             if part.end() <= low || part.first() > high {
                 continue;
             }
-            let read = match part {
-                Part::Memory(memory) => memory.fields.equal(field, value, false, &mut out),
-                Part::Disk(piece) => piece
-                    .load()
-                    .and_then(|loaded| loaded.equal(field, value, false, &mut out)),
-            };
+            let read = part.with_terms(|terms| terms.equal(field, value, false, &mut out));
             if let Err(error) = read {
                 tracing::warn!(%error, segment = part.segment(), "an index file could not be read; values are counted event by event");
                 return None;

@@ -175,7 +175,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The fields without a key, by tag.
+/// The fields without a key, by tag. The order is part of the file format: a new keyless field moves the keyed
+/// tags after it, so it needs a new format version.
 const PLAIN_FIELDS: [Field; 14] = [
     Field::Id,
     Field::Seq,

@@ -19,7 +19,7 @@ use crate::catalog::{Catalog, Principal};
 use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex, ValueCounts, HOUR_MS};
 use crate::io::{FileSystem, RealFs, StorageFile};
-use crate::piece::{self, PieceWriter, TenantPiece};
+use crate::piece::{self, Segments, TenantPiece};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{codec, compact};
 use crate::{
@@ -68,6 +68,9 @@ pub struct StoreOptions {
     /// Remove the compacted segments' index files at open, so that they are written again from the log
     /// (`logbook reindex`).
     pub rebuild_index: bool,
+    /// When index files are merged, a tenant's pieces of fewer events than this are merged into one (up to
+    /// about this many events); larger ones are copied as they are.
+    pub merge_events: u32,
 }
 
 impl StoreOptions {
@@ -83,6 +86,7 @@ impl StoreOptions {
             background_compaction: true,
             compaction_level: 3,
             rebuild_index: false,
+            merge_events: 4096,
         }
     }
 }
@@ -203,6 +207,26 @@ struct Shared {
     /// How far compaction is, for the writer's backpressure.
     backlog: Mutex<Backlog>,
     backlog_changed: Condvar,
+    /// The index files, by the segments each covers, in order (changed while `compacting` is held).
+    index_files: Mutex<Vec<Segments>>,
+    /// See [`StoreOptions::merge_events`]: merging larger pieces would save little (their tables are already
+    /// large) and cost the most.
+    merge_events: u32,
+}
+
+/// Index files are merged [`MERGE_FANOUT`] at a time, when that many consecutive ones cover about as many
+/// segments each (1, 4, 16, ...), as size-tiered LSM stores merge their runs: a tenant then has a few pieces
+/// per power of four segments instead of one per segment.
+const MERGE_FANOUT: usize = 4;
+
+/// The first run of [`MERGE_FANOUT`] consecutive index files of the same tier (segments covered, in powers of
+/// the fan-out), oldest first.
+fn merge_run(files: &[Segments]) -> Option<&[Segments]> {
+    let tier = |(first, last): Segments| (last - first + 1).ilog(MERGE_FANOUT as u32);
+    files.windows(MERGE_FANOUT).find(|run| {
+        run.iter().all(|&file| tier(file) == tier(run[0]))
+            && run.windows(2).all(|pair| pair[1].0 == pair[0].1 + 1)
+    })
 }
 
 /// The writer waits before a group while more than this many sealed segments wait for compaction: each keeps
@@ -434,7 +458,7 @@ impl Shared {
             return Err(error);
         }
         // The segment's field index, from its tenants' in-memory parts, beside the block file.
-        let pieces = match piece::remove(fs, &self.blocks_dir, segment)
+        let pieces = match piece::remove(fs, &self.blocks_dir, (segment, segment))
             .and_then(|()| self.write_piece(segment, built.moves.keys()))
         {
             Ok(pieces) => pieces,
@@ -468,6 +492,7 @@ impl Shared {
                 }
             }
         }
+        self.index_files.lock().push((segment, segment));
         fs.remove(&wal_path)
             .map_err(|e| StoreError::io(format!("failed to remove {}", wal_path.display()), e))?;
         wal::sync_directory(fs, &self.wal_dir)?;
@@ -493,13 +518,13 @@ impl Shared {
         segment: u32,
         tenants: impl Iterator<Item = &'a String>,
     ) -> Result<Vec<(String, TenantPiece)>> {
-        let mut writer = PieceWriter::new(segment);
+        let mut indexes = Vec::new();
         for tenant in tenants {
-            let index = self.tenant(tenant);
-            let index = index.as_ref().map(|index| index.read());
-            match index.as_ref().and_then(|index| index.memory_part(segment)) {
-                Some(part) => writer.add(tenant, part),
-                None => {
+            match self.tenant(tenant) {
+                Some(index) if index.read().memory_part(segment).is_some() => {
+                    indexes.push((tenant, index))
+                }
+                _ => {
                     return Err(StoreError::Corruption {
                         file: wal::segment_path(&self.wal_dir, segment),
                         offset: 0,
@@ -513,9 +538,129 @@ impl Shared {
         piece::write(
             self.fs.as_ref(),
             &self.blocks_dir,
-            segment,
-            &writer.finish(),
+            (segment, segment),
+            |writer| {
+                for (tenant, index) in &indexes {
+                    let index = index.read();
+                    let part = index.memory_part(segment).expect("checked above");
+                    writer.add(tenant, part)?;
+                }
+                Ok(())
+            },
         )
+    }
+
+    /// Merges runs of index files (see [`MERGE_FANOUT`]) until none is left, or, when `yielding`, until a
+    /// sealed WAL segment waits for compaction (that goes first: it holds memory and the writer waits on it).
+    fn merge_index_files(&self, yielding: bool) -> Result<usize> {
+        let mut merged = 0;
+        loop {
+            let _compacting = self.compacting.lock();
+            if yielding {
+                let published = self.published_segment.load(AtomicOrdering::Relaxed);
+                let sealed = wal::list_segments(self.fs.as_ref(), &self.wal_dir)?;
+                if sealed.first().is_some_and(|&segment| segment < published) {
+                    return Ok(merged);
+                }
+            }
+            let run = merge_run(&self.index_files.lock()).map(<[Segments]>::to_vec);
+            let Some(run) = run else {
+                return Ok(merged);
+            };
+            self.merge(&run)?;
+            merged += 1;
+        }
+    }
+
+    /// Merges the index files of `run` (consecutive) into one: writes it, puts its pieces in place of theirs,
+    /// then removes them. A crash before they are removed leaves both; the open keeps the merged one.
+    fn merge(&self, run: &[Segments]) -> Result<()> {
+        let started = Instant::now();
+        let segments = (run[0].0, run[run.len() - 1].1);
+        let within =
+            |piece: &TenantPiece| piece.segments.0 >= segments.0 && piece.segments.1 <= segments.1;
+        let mut plan: Vec<(String, Vec<TenantPiece>)> = Vec::new();
+        for (tenant, index) in self.tenants.read().iter() {
+            let pieces: Vec<TenantPiece> = index
+                .read()
+                .pieces()
+                .filter(|p| within(p))
+                .cloned()
+                .collect();
+            if !pieces.is_empty() {
+                plan.push((tenant.clone(), pieces));
+            }
+        }
+        plan.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let fs = self.fs.as_ref();
+        piece::remove(fs, &self.blocks_dir, segments)?;
+        let written = piece::write(fs, &self.blocks_dir, segments, |writer| {
+            for (tenant, pieces) in &plan {
+                let mut group: Vec<&TenantPiece> = Vec::new();
+                let mut write_group = |group: &mut Vec<&TenantPiece>| {
+                    let written = match group[..] {
+                        [] => Ok(()),
+                        [piece] => writer.copy(tenant, piece),
+                        _ => writer.merge(tenant, group),
+                    };
+                    group.clear();
+                    written
+                };
+                for piece in pieces {
+                    if piece.events() >= self.merge_events {
+                        write_group(&mut group)?;
+                        group.push(piece);
+                    } else {
+                        group.push(piece);
+                        if group.iter().map(|piece| piece.events()).sum::<u32>() < self.merge_events
+                        {
+                            continue;
+                        }
+                    }
+                    write_group(&mut group)?;
+                }
+                write_group(&mut group)?;
+            }
+            Ok(())
+        })?;
+        let mut by_tenant: HashMap<String, Vec<TenantPiece>> = HashMap::new();
+        for (tenant, piece) in written {
+            by_tenant.entry(tenant).or_default().push(piece);
+        }
+        let file = piece::piece_path(&self.blocks_dir, segments);
+        let corrupt = |reason: String| StoreError::Corruption {
+            file: file.clone(),
+            offset: 0,
+            reason,
+        };
+        for (tenant, pieces) in by_tenant {
+            let index = self
+                .tenant(&tenant)
+                .ok_or_else(|| corrupt(format!("tenant {tenant} is not in the index")))?;
+            index
+                .write()
+                .replace(segments, pieces)
+                .map_err(|reason| corrupt(format!("tenant {tenant}: {reason}")))?;
+        }
+        {
+            let mut files = self.index_files.lock();
+            let at = files
+                .iter()
+                .position(|file| file == &run[0])
+                .expect("the run is listed");
+            files.splice(at..at + run.len(), [segments]);
+        }
+        for &merged in run {
+            piece::remove(fs, &self.blocks_dir, merged)?;
+        }
+        tracing::info!(
+            first_segment = segments.0,
+            last_segment = segments.1,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "merged index files"
+        );
+        metrics::counter!("logbook_index_merges_total").increment(1);
+        Ok(())
     }
 }
 
@@ -532,6 +677,11 @@ fn run_compactor(shared: Arc<Shared>, wakeups: Receiver<()>) {
         if let Err(error) = shared.compact_sealed() {
             // The WAL segment stays and stays readable; the next wakeup tries again.
             tracing::warn!(%error, "compaction failed");
+            continue;
+        }
+        if let Err(error) = shared.merge_index_files(true) {
+            // The files merged stay in use; the next wakeup tries again.
+            tracing::warn!(%error, "merging index files failed");
         }
     }
 }
@@ -596,14 +746,23 @@ impl EmbeddedStore {
         let compacted = compact::settle(options.fs.as_ref(), &blocks_dir, &wal_dir)?;
         // Each compacted segment's index file is attached before the log is replayed, so that its events'
         // fields are not indexed again; one that is missing or damaged is written again after the replay.
+        // Merged files are tried first (widest first): a crash during a merge leaves the merged file beside
+        // the files it merged, which then overlap it and are removed.
         let fs = options.fs.as_ref();
-        for number in wal::list_numbered(fs, &blocks_dir, ".idx")? {
-            if options.rebuild_index || !compacted.contains(&number) {
-                piece::remove(fs, &blocks_dir, number)?;
+        let mut index_files = piece::list(fs, &blocks_dir)?;
+        index_files.sort_unstable_by_key(|&(first, last)| (std::cmp::Reverse(last - first), first));
+        let mut attached: Vec<Segments> = Vec::new();
+        for segments in index_files {
+            let overlaps = attached
+                .iter()
+                .any(|&(first, last)| segments.0 <= last && first <= segments.1);
+            let compacted_all =
+                (segments.0..=segments.1).all(|segment| compacted.contains(&segment));
+            if options.rebuild_index || overlaps || !compacted_all {
+                piece::remove(fs, &blocks_dir, segments)?;
+                continue;
             }
-        }
-        for &segment in &compacted {
-            let Some(pieces) = piece::open(fs, &blocks_dir, segment)? else {
+            let Some(pieces) = piece::open(fs, &blocks_dir, segments)? else {
                 continue;
             };
             for (tenant, piece) in pieces {
@@ -613,7 +772,8 @@ impl EmbeddedStore {
                     &blocks_dir,
                 )?;
             }
-            recovery.with_pieces.insert(segment);
+            attached.push(segments);
+            recovery.with_pieces.extend(segments.0..=segments.1);
         }
         for &segment in &compacted {
             compact::read(
@@ -665,7 +825,9 @@ impl EmbeddedStore {
             .filter(|segment| !with_pieces.contains(segment))
         {
             write_missing_piece(fs, &blocks_dir, segment, &mut tenants)?;
+            attached.push((segment, segment));
         }
+        attached.sort_unstable();
         tracing::info!(
             events,
             tenants = tenants.len(),
@@ -709,6 +871,8 @@ impl EmbeddedStore {
             published_segment: AtomicU32::new(last.map_or(0, |(segment, _)| segment)),
             compact_signal: Mutex::new(options.background_compaction.then_some(compact_signal)),
             compacting: Mutex::new(Vec::new()),
+            index_files: Mutex::new(attached),
+            merge_events: options.merge_events,
             compaction_level: options.compaction_level,
             backlog: Mutex::new(Backlog {
                 compacted: first_segment - 1,
@@ -758,9 +922,17 @@ impl EmbeddedStore {
     }
 
     /// Compacts every sealed WAL segment (all but the one being written) into a block file, oldest first, and
-    /// returns how many it compacted. The background compactor does this after each segment roll.
+    /// returns how many it compacted; then merges index files as the background compactor does after each
+    /// segment roll.
     pub fn compact(&self) -> Result<usize> {
-        self.shared.compact_sealed()
+        let compacted = self.shared.compact_sealed()?;
+        self.shared.merge_index_files(false)?;
+        Ok(compacted)
+    }
+
+    /// The index files, by the segments each covers (first and last), oldest first.
+    pub fn index_files(&self) -> Vec<(u32, u32)> {
+        self.shared.index_files.lock().clone()
     }
 
     /// The catalog, for administration commands that run without a server.
@@ -797,7 +969,7 @@ const RECOVERY_BATCH_RECORDS: usize = 64;
 
 /// Puts an index file's piece in a tenant's index; a piece that does not fit the log is corruption of its file.
 fn attach(index: &mut TenantIndex, piece: TenantPiece, blocks_dir: &Path) -> Result<()> {
-    let file = piece::piece_path(blocks_dir, piece.segment);
+    let file = piece::piece_path(blocks_dir, piece.segments);
     index
         .attach(piece)
         .map_err(|reason| StoreError::Corruption {
@@ -821,15 +993,17 @@ fn write_missing_piece(
         .map(|(tenant, _)| tenant)
         .collect();
     names.sort_unstable();
-    let mut writer = PieceWriter::new(segment);
-    for tenant in names {
-        writer.add(
-            tenant,
-            tenants[tenant].memory_part(segment).expect("filtered"),
-        );
-    }
     tracing::info!(segment, "writing a compacted segment's index file");
-    for (tenant, piece) in piece::write(fs, blocks_dir, segment, &writer.finish())? {
+    let written = piece::write(fs, blocks_dir, (segment, segment), |writer| {
+        for tenant in names {
+            writer.add(
+                tenant,
+                tenants[tenant].memory_part(segment).expect("filtered"),
+            )?;
+        }
+        Ok(())
+    })?;
+    for (tenant, piece) in written {
         let index = tenants
             .get_mut(&tenant)
             .expect("written from this tenant's part");

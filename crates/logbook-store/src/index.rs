@@ -380,10 +380,19 @@ impl Part {
             Part::Disk(piece) => piece.end,
         }
     }
-    fn segment(&self) -> u32 {
+    /// The segments the part's events are in, first and last.
+    fn segments(&self) -> (u32, u32) {
         match self {
-            Part::Memory(part) => part.segment,
-            Part::Disk(piece) => piece.segment,
+            Part::Memory(part) => (part.segment, part.segment),
+            Part::Disk(piece) => piece.segments,
+        }
+    }
+
+    /// The part's segments, for messages.
+    fn segment_names(&self) -> String {
+        match self.segments() {
+            (first, last) if first == last => format!("segment {first}"),
+            (first, last) => format!("segments {first}..={last}"),
         }
     }
     fn times(&self) -> (i64, i64) {
@@ -553,11 +562,11 @@ impl TenantIndex {
             .parts
             .partition_point(|part| part.first() < piece.first);
         match self.parts.get(position) {
-            Some(Part::Memory(memory)) if memory.segment == piece.segment => {
+            Some(Part::Memory(memory)) if (memory.segment, memory.segment) == piece.segments => {
                 if (memory.first, memory.end) != (piece.first, piece.end) {
                     return Err(format!(
                         "the index file of segment {} holds ordinals {}..{}, the log {}..{}",
-                        piece.segment, piece.first, piece.end, memory.first, memory.end
+                        memory.segment, piece.first, piece.end, memory.first, memory.end
                     ));
                 }
                 self.parts[position] = Part::Disk(piece);
@@ -568,14 +577,66 @@ impl TenantIndex {
                         .checked_sub(1)
                         .is_some_and(|before| self.parts[before].end() > piece.first);
                 if overlaps || piece.first >= piece.end {
+                    let part = Part::Disk(piece);
                     return Err(format!(
-                        "the index file of segment {} holds ordinals {}..{}, which overlap another part",
-                        piece.segment, piece.first, piece.end
+                        "the index file of {} holds ordinals {}..{}, which overlap another part",
+                        part.segment_names(),
+                        part.first(),
+                        part.end()
                     ));
                 }
                 self.parts.insert(position, Part::Disk(piece));
             }
         }
+        Ok(())
+    }
+
+    /// The pieces of index files, in ordinal order, and the segments of each.
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = &TenantPiece> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Disk(piece) => Some(piece),
+            Part::Memory(_) => None,
+        })
+    }
+
+    /// Puts the pieces of an index file merged from the files of `segments` in place of theirs: they must
+    /// hold the same ordinals as the pieces they replace.
+    pub(crate) fn replace(
+        &mut self,
+        segments: (u32, u32),
+        pieces: Vec<TenantPiece>,
+    ) -> std::result::Result<(), String> {
+        let within = |part: &Part| {
+            matches!(part, Part::Disk(_))
+                && part.segments().0 >= segments.0
+                && part.segments().1 <= segments.1
+        };
+        let Some(start) = self.parts.iter().position(within) else {
+            return Err(format!(
+                "no pieces of segments {}..={} to replace",
+                segments.0, segments.1
+            ));
+        };
+        let count = self.parts[start..]
+            .iter()
+            .take_while(|part| within(part))
+            .count();
+        let old = &self.parts[start..start + count];
+        let span = |first: Option<u32>, end: Option<u32>| first.zip(end);
+        let before = span(old.first().map(Part::first), old.last().map(Part::end));
+        let after = span(
+            pieces.first().map(|p| p.first),
+            pieces.last().map(|p| p.end),
+        );
+        let consecutive = pieces.windows(2).all(|pair| pair[0].end == pair[1].first);
+        if before != after || !consecutive {
+            return Err(format!(
+                "the index file of segments {}..={} holds ordinals {after:?}, its files {before:?}",
+                segments.0, segments.1
+            ));
+        }
+        self.parts
+            .splice(start..start + count, pieces.into_iter().map(Part::Disk));
         Ok(())
     }
 
@@ -588,24 +649,25 @@ impl TenantIndex {
     ) -> std::result::Result<(), String> {
         let mut next = 0;
         for part in &self.parts {
-            if matches!(part, Part::Memory(_)) && with_pieces.contains(&part.segment()) {
+            if matches!(part, Part::Memory(_)) && with_pieces.contains(&part.segments().0) {
                 return Err(format!(
-                    "the index file of segment {} does not hold ordinals {}..{}",
-                    part.segment(),
+                    "the index file of {} does not hold ordinals {}..{}",
+                    part.segment_names(),
                     part.first(),
                     part.end()
                 ));
             }
             let (first, end) = (part.first(), part.end());
+            let (low, high) = part.segments();
             let in_segment = |ordinal: u32| {
                 self.entries
                     .get(ordinal as usize)
-                    .is_some_and(|entry| entry.segment == part.segment())
+                    .is_some_and(|entry| (low..=high).contains(&entry.segment))
             };
             if first != next || !in_segment(first) || !in_segment(end - 1) {
                 return Err(format!(
-                    "the index of segment {} covers ordinals {first}..{end}, which the log does not have there",
-                    part.segment()
+                    "the index of {} covers ordinals {first}..{end}, which the log does not have there",
+                    part.segment_names()
                 ));
             }
             next = end;
@@ -690,7 +752,7 @@ impl TenantIndex {
             let (first, end) = (part.first(), part.end());
             let planned = part.with_terms(|terms| self.plan_part(terms, first, end, filter));
             let planned = planned.unwrap_or_else(|error| {
-                tracing::warn!(%error, segment = part.segment(), "an index file could not be read; its events are checked one by one");
+                tracing::warn!(%error, segments = part.segment_names(), "an index file could not be read; its events are checked one by one");
                 Candidates::unknown()
             });
             exact &= planned.exact;
@@ -953,7 +1015,7 @@ impl TenantIndex {
         for part in &self.parts {
             let read = part.with_terms(|terms| terms.postings(field, &mut visit));
             if let Err(error) = read {
-                tracing::warn!(%error, segment = part.segment(), "an index file could not be read; values are counted event by event");
+                tracing::warn!(%error, segments = part.segment_names(), "an index file could not be read; values are counted event by event");
                 return None;
             }
         }
@@ -981,7 +1043,7 @@ impl TenantIndex {
             }
             let read = part.with_terms(|terms| terms.equal(field, value, false, &mut out));
             if let Err(error) = read {
-                tracing::warn!(%error, segment = part.segment(), "an index file could not be read; values are counted event by event");
+                tracing::warn!(%error, segments = part.segment_names(), "an index file could not be read; values are counted event by event");
                 return None;
             }
         }

@@ -768,8 +768,16 @@ impl Entry<'_> {
         out.push(u8::from(self.may_be_unindexed));
         put_varint(out, self.start);
         // Zigzag: a piece copied to an earlier place than it had shifts down.
-        put_varint(out, ((self.base << 1) ^ (self.base >> 63)) as u64);
+        put_varint(out, zigzag(self.base));
     }
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    (value >> 1) as i64 ^ -((value & 1) as i64)
 }
 
 /// One field of pieces being merged.
@@ -1051,10 +1059,7 @@ fn check(file: &Arc<PieceFile>, segments: Segments) -> io::Result<Vec<(String, T
             section_raw: reader.varint()?,
             may_be_unindexed: reader.u8()? != 0,
             start: reader.varint()?,
-            base: {
-                let zigzag = reader.varint()?;
-                (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64)
-            },
+            base: unzigzag(reader.varint()?),
         };
         let section = piece.shifted(piece.section).ok();
         let whole = section.is_some_and(|section| {
@@ -1623,6 +1628,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn bases_read_back(base in any::<i64>()) {
+            prop_assert_eq!(unzigzag(zigzag(base)), base);
+        }
+
         #[test]
         fn number_keys_sort_as_the_numbers_and_read_back(a in any::<f64>(), b in any::<f64>()) {
             prop_assert_eq!(number_key(a).cmp(&number_key(b)), a.total_cmp(&b));

@@ -987,18 +987,21 @@ fn large_pages_read_ahead_and_still_list_every_event_once_in_order() {
 
 /// Pieces of index files large enough to have tables of many chunks, postings and field records apart from
 /// their chunks and sections, and postings of every event: filters of each kind answer as the evaluator does,
-/// before compaction (in memory), after it (from the index files) and after a reopen.
+/// before compaction (in memory), after it (from the index files, merged: the large tenant's pieces copied,
+/// the small one's merged) and after a reopen.
 #[test]
 fn large_index_files_answer_as_the_evaluator_does() {
     let dir = tempfile::tempdir().unwrap();
     let open_large = || {
         let mut options = StoreOptions::new(dir.path());
-        options.segment_bytes = 1 << 20;
+        options.segment_bytes = 512 << 10;
         options.background_compaction = false;
+        options.merge_events = 500;
         EmbeddedStore::open(options).expect("store opens")
     };
     let store = open_large();
     store.create_tenant("big", "Big").unwrap();
+    store.create_tenant("small", "Small").unwrap();
     let event = |number: usize| {
         let event_type = [
             "bot.created",
@@ -1025,11 +1028,14 @@ fn large_index_files_answer_as_the_evaluator_does() {
             },
         })
     };
-    let mut model: Vec<Event> = Vec::new();
+    let mut models: [(&str, Vec<Event>); 2] = [("big", Vec::new()), ("small", Vec::new())];
     for chunk in (0..6000).collect::<Vec<_>>().chunks(250) {
-        let receipts = append(&store, "big", chunk.iter().map(|&n| event(n)).collect());
-        for receipt in receipts {
-            model.push(store.get("big", &receipt.id).unwrap().unwrap());
+        let small: Vec<usize> = chunk.iter().copied().filter(|n| n % 50 < 2).collect();
+        for ((tenant, model), numbers) in models.iter_mut().zip([chunk, &small[..]]) {
+            let receipts = append(&store, tenant, numbers.iter().map(|&n| event(n)).collect());
+            for receipt in receipts {
+                model.push(store.get(tenant, &receipt.id).unwrap().unwrap());
+            }
         }
     }
     let queries = [
@@ -1056,30 +1062,145 @@ fn large_index_files_answer_as_the_evaluator_does() {
         "resources.bot_id=bot_00321",
     ];
     let check = |store: &EmbeddedStore, stage: &str| {
-        for query in queries {
-            let parsed = RawQuery::parse(query).to_list_query(now_millis()).unwrap();
-            let mut expected: Vec<u64> = model
-                .iter()
-                .filter(|event| parsed.filter.matches(event))
-                .map(|event| event.seq)
-                .collect();
-            expected.sort_unstable();
-            let mut got: Vec<u64> = list_all(store, "big", &format!("{query}&order=asc"), 1000)
-                .iter()
-                .map(|event| event.seq)
-                .collect();
-            got.sort_unstable();
-            assert_eq!(got, expected, "{query} {stage}");
+        for (tenant, model) in &models {
+            for query in queries {
+                let parsed = RawQuery::parse(query).to_list_query(now_millis()).unwrap();
+                let mut expected: Vec<u64> = model
+                    .iter()
+                    .filter(|event| parsed.filter.matches(event))
+                    .map(|event| event.seq)
+                    .collect();
+                expected.sort_unstable();
+                let mut got: Vec<u64> =
+                    list_all(store, tenant, &format!("{query}&order=asc"), 1000)
+                        .iter()
+                        .map(|event| event.seq)
+                        .collect();
+                got.sort_unstable();
+                assert_eq!(got, expected, "{tenant}: {query} {stage}");
+            }
         }
     };
     check(&store, "in memory");
-    assert!(store.compact().unwrap() >= 2);
-    let indexes = files(&dir.path().join("blocks"), ".idx");
-    assert!(indexes.len() >= 2, "{indexes:?}");
+    assert!(store.compact().unwrap() >= 4);
+    let merged = store.index_files();
+    assert!(
+        merged.iter().any(|&(first, last)| last == first + 3),
+        "{merged:?}"
+    );
     check(&store, "from index files");
     drop(store);
     let store = open_large();
     check(&store, "after reopen");
+}
+
+/// A tenant's piece that stopped indexing new JSON fields (past the limit of fields) merged with pieces that
+/// index a field it may have left out: the merged piece lists that field as unindexed, and its events are
+/// still found.
+#[test]
+fn merged_pieces_keep_fields_that_a_full_piece_left_unindexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.segment_bytes = 256 << 10;
+    options.background_compaction = false;
+    let store = EmbeddedStore::open(options).expect("store opens");
+    store.create_tenant("acme", "Acme").unwrap();
+    let wide: Vec<Value> = (0..17)
+        .map(|event| {
+            let metadata: serde_json::Map<String, Value> = (0..250)
+                .map(|key| (format!("k{event}_{key}"), json!(key)))
+                .collect();
+            json!({"type": "wide", "metadata": metadata})
+        })
+        .collect();
+    append(&store, "acme", wide);
+    append(
+        &store,
+        "acme",
+        vec![json!({"type": "late", "metadata": {"deep": {"x": 1}}})],
+    );
+    for round in 0..100 {
+        let events = (0..4)
+            .map(|i| json!({"type": "filler", "metadata": {"deep": {"x": 2}, "round": round, "i": i, "pad": "f".repeat(4000)}}))
+            .collect();
+        append(&store, "acme", events);
+    }
+    assert!(store.compact().unwrap() >= 4);
+    let merged = store.index_files();
+    assert!(merged[0].1 >= merged[0].0 + 3, "merged: {merged:?}");
+    let late = list_all(&store, "acme", "q=meta.deep.x:1", 10);
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].event_type, "late");
+    assert_eq!(list_all(&store, "acme", "q=meta.deep.x:2", 100).len(), 400);
+    assert_eq!(list_all(&store, "acme", "q=meta.k0_7:7", 10).len(), 1);
+}
+
+/// A merge cut short by a crash: the merged file written whole beside the files it merged (they were not
+/// removed yet) is kept and they are removed; a merged file torn is removed and theirs are used (or written
+/// again). Either way each segment has one index and queries answer as before.
+#[test]
+fn a_merge_cut_short_by_a_crash_leaves_one_index_of_each_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = dir.path().join("blocks");
+    let store = open_compacting_on_demand(dir.path()).expect("store opens");
+    for tenant in ["a", "b"] {
+        store.create_tenant(tenant, tenant).unwrap();
+    }
+    for round in 0..60 {
+        let tenant = if round % 3 == 0 { "b" } else { "a" };
+        let events = (0..3)
+            .map(|i| json!({"type": if (round + i) % 4 == 0 { "hit" } else { "miss" }, "metadata": {"round": round, "pad": "m".repeat(300)}}))
+            .collect();
+        append(&store, tenant, events);
+    }
+    let answers = |store: &EmbeddedStore| {
+        ["a", "b"].map(|tenant| {
+            ["type=hit", "q=meta.round:>30", "order=asc"].map(|query| {
+                list_all(store, tenant, query, 9)
+                    .iter()
+                    .map(|event| event.seq)
+                    .collect::<Vec<_>>()
+            })
+        })
+    };
+    let before = answers(&store);
+    assert!(store.compact().unwrap() >= 8);
+    let merged_files = store.index_files();
+    let (first, last) = merged_files[0];
+    assert!(last > first, "{merged_files:?}");
+    let merged_name = if first == last {
+        format!("{first:08}.idx")
+    } else {
+        format!("{first:08}-{last:08}.idx")
+    };
+    assert_eq!(answers(&store), before);
+    drop(store);
+    let merged = std::fs::read(blocks.join(&merged_name)).unwrap();
+    // Without the merged file, the open writes an index file for each of its segments.
+    std::fs::remove_file(blocks.join(&merged_name)).unwrap();
+    drop(open_compacting_on_demand(dir.path()).unwrap());
+    assert!(files(&blocks, ".idx").contains(&format!("{first:08}.idx")));
+    // A crash after the merged file was written, before the files it merged were removed.
+    std::fs::write(blocks.join(&merged_name), &merged).unwrap();
+    let store = open_compacting_on_demand(dir.path()).unwrap();
+    assert_eq!(indexed_segments(&blocks), block_segments(&blocks));
+    assert!(files(&blocks, ".idx").contains(&merged_name));
+    assert_eq!(store.index_files(), merged_files);
+    assert_eq!(answers(&store), before);
+    drop(store);
+    // A crash in the middle of writing it: torn, beside the files it merged.
+    std::fs::remove_file(blocks.join(&merged_name)).unwrap();
+    drop(open_compacting_on_demand(dir.path()).unwrap());
+    std::fs::write(blocks.join(&merged_name), &merged[..merged.len() / 2]).unwrap();
+    let store = open_compacting_on_demand(dir.path()).unwrap();
+    assert!(!files(&blocks, ".idx").contains(&merged_name));
+    assert_eq!(indexed_segments(&blocks), block_segments(&blocks));
+    assert_eq!(answers(&store), before);
+    // Merged again, the same as before.
+    store.compact().unwrap();
+    assert_eq!(store.index_files(), merged_files);
+    assert_eq!(std::fs::read(blocks.join(&merged_name)).unwrap(), merged);
+    assert_eq!(answers(&store), before);
 }
 
 /// A disk on which creating a block file takes a while, as a slow or busy disk would make compaction.

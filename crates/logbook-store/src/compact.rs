@@ -17,7 +17,7 @@
 //! WAL segment is removed. A crash at any step leaves either the WAL segment (the block file, unsealed or torn,
 //! is removed at the next open) or a complete block file (a WAL segment it replaced is removed at the next open).
 
-use crate::codec;
+use crate::codec::{self, Dictionary};
 use crate::error::{Result, StoreError};
 use crate::index::Location;
 use crate::io::FileSystem;
@@ -161,7 +161,24 @@ pub struct Compacted {
     /// Per tenant: (seq, new location), in seq order.
     pub moves: BTreeMap<String, Vec<(u64, Location)>>,
     pub events: u64,
+    /// The dictionary trained on this segment's events, when asked for: the block file is compressed with
+    /// it, so it must be stored before the block file.
+    pub trained: Option<Dictionary>,
 }
+
+/// How blocks are compressed: zstd at `level`, with `dictionary` if there is one, or else with one trained on
+/// the segment's events when `train` (and the segment has enough of them).
+#[derive(Clone, Copy)]
+pub struct Compression<'a> {
+    pub level: i32,
+    pub dictionary: Option<&'a Dictionary>,
+    pub train: bool,
+}
+
+/// A dictionary is trained on a segment of at least this many events...
+const TRAINING_EVENTS: usize = 1000;
+/// ... from at most this many of them, taken evenly across its tenants.
+const TRAINING_SAMPLES: usize = 4000;
 
 #[derive(serde::Deserialize)]
 struct EventKey<'a> {
@@ -192,13 +209,30 @@ fn event_key(line: &[u8]) -> serde_json::Result<(String, u64)> {
     }
 }
 
-/// Rewrites the WAL segment `segment` (its whole file, `wal_bytes`) as a block file. `keep_request` decides
-/// which request-level idempotency headers (JSON) are carried over. `level` is the zstd level.
+/// Rewrites the WAL segment `segment` (its whole file, `wal_bytes`) as a block file, compressed at zstd
+/// `level`, without a dictionary. `keep_request` decides which request-level idempotency headers (JSON) are
+/// carried over.
 pub fn build(
     segment: u32,
     wal_path: &Path,
     wal_bytes: &[u8],
     level: i32,
+    keep_request: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<Compacted> {
+    let compression = Compression {
+        level,
+        dictionary: None,
+        train: false,
+    };
+    build_with(segment, wal_path, wal_bytes, compression, keep_request)
+}
+
+/// [`build`], compressed as `compression` says.
+pub fn build_with(
+    segment: u32,
+    wal_path: &Path,
+    wal_bytes: &[u8],
+    compression: Compression<'_>,
     mut keep_request: impl FnMut(&serde_json::Value) -> bool,
 ) -> Result<Compacted> {
     let corrupt = |offset: usize, reason: String| StoreError::Corruption {
@@ -267,9 +301,27 @@ pub fn build(
     bytes.reserve(wal_bytes.len() / 6);
     let mut moves: BTreeMap<String, Vec<(u64, Location)>> = BTreeMap::new();
     let mut events = 0u64;
-    let compress = |text: &[u8]| {
-        codec::compress(text, level).map_err(|e| StoreError::io("failed to compress a block", e))
-    };
+    let total: usize = lines.values().map(Vec::len).sum();
+    let trained =
+        if compression.dictionary.is_none() && compression.train && total >= TRAINING_EVENTS {
+            let step = total.div_ceil(TRAINING_SAMPLES);
+            let samples: Vec<&[u8]> = lines
+                .values()
+                .flatten()
+                .step_by(step)
+                .map(|&(_, record, begin, end)| &texts[record][begin..end])
+                .collect();
+            codec::train(&samples)
+        } else {
+            None
+        };
+    let failed = |e| StoreError::io("failed to compress a block", e);
+    let mut compressor = match compression.dictionary.or(trained.as_ref()) {
+        Some(dictionary) => dictionary.compressor(compression.level),
+        None => zstd::bulk::Compressor::new(compression.level),
+    }
+    .map_err(failed)?;
+    let mut compress = |text: &[u8]| compressor.compress(text).map_err(failed);
     if !requests.is_empty() {
         let header = serde_json::json!({"v": 1, "idempotency": null, "requests": requests});
         let mut text = serde_json::to_vec(&header).expect("a header serializes");
@@ -314,6 +366,7 @@ pub fn build(
         bytes,
         moves,
         events,
+        trained,
     })
 }
 

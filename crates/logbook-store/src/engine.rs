@@ -16,6 +16,8 @@
 //! by the writer thread; a request's events share one record (all or nothing).
 
 use crate::catalog::{Catalog, Principal};
+use crate::codec::{Dictionaries, Dictionary};
+use crate::compact::Compression;
 use crate::error::{Result, StoreError};
 use crate::index::{Location, TenantIndex, ValueCounts, HOUR_MS};
 use crate::io::{FileSystem, RealFs, StorageFile};
@@ -71,6 +73,9 @@ pub struct StoreOptions {
     /// When index files are merged, a tenant's pieces of fewer events than this are merged into one (up to
     /// about this many events); larger ones are copied as they are.
     pub merge_events: u32,
+    /// Compress block files with a zstd dictionary trained on the first compacted segment of enough events
+    /// (1,000); the block files written before it are read as they are.
+    pub block_dictionary: bool,
 }
 
 impl StoreOptions {
@@ -87,6 +92,7 @@ impl StoreOptions {
             compaction_level: 3,
             rebuild_index: false,
             merge_events: 4096,
+            block_dictionary: true,
         }
     }
 }
@@ -212,6 +218,11 @@ struct Shared {
     /// See [`StoreOptions::merge_events`]: merging larger pieces would save little (their tables are already
     /// large) and cost the most.
     merge_events: u32,
+    /// The dictionaries block files were compressed with, and the one new blocks are (`None` until one is
+    /// trained, or without [`StoreOptions::block_dictionary`]).
+    dictionaries: Arc<Dictionaries>,
+    block_dictionary: Mutex<Option<Dictionary>>,
+    train_dictionary: bool,
 }
 
 /// Index files are merged [`MERGE_FANOUT`] at a time, when that many consecutive ones cover about as many
@@ -303,11 +314,12 @@ impl Shared {
             }
         };
         let (_, payload) = wal::read_record(file.as_ref(), &path, position.offset)?;
-        let text = codec::into_text(payload).map_err(|e| StoreError::Corruption {
-            file: path.clone(),
-            offset: position.offset,
-            reason: format!("record does not decompress: {e}"),
-        })?;
+        let text =
+            codec::into_text(payload, &self.dictionaries).map_err(|e| StoreError::Corruption {
+                file: path.clone(),
+                offset: position.offset,
+                reason: format!("record does not decompress: {e}"),
+            })?;
         let decoded = Decoded::new(text).map_err(|e| StoreError::Corruption {
             file: path.clone(),
             offset: position.offset,
@@ -426,16 +438,27 @@ impl Shared {
             .map_err(|e| StoreError::io(format!("failed to read {}", wal_path.display()), e))?;
         let wal_bytes = &wal_bytes[..];
         let now = now_millis();
-        let built = compact::build(
-            segment,
-            &wal_path,
-            wal_bytes,
-            self.compaction_level,
-            |stored| {
-                serde_json::from_value::<StoredIdempotency>(stored.clone())
-                    .is_ok_and(|stored| now - stored.at < IDEMPOTENCY_WINDOW_MILLIS)
-            },
-        )?;
+        let dictionary = self.block_dictionary.lock().clone();
+        let compression = Compression {
+            level: self.compaction_level,
+            dictionary: dictionary.as_ref(),
+            train: self.train_dictionary,
+        };
+        let built = compact::build_with(segment, &wal_path, wal_bytes, compression, |stored| {
+            serde_json::from_value::<StoredIdempotency>(stored.clone())
+                .is_ok_and(|stored| now - stored.at < IDEMPOTENCY_WINDOW_MILLIS)
+        })?;
+        if let Some(trained) = &built.trained {
+            // Durable before the first block file that needs it.
+            write_dictionary(fs, &self.blocks_dir, trained)?;
+            self.dictionaries.add(trained.clone());
+            *self.block_dictionary.lock() = Some(trained.clone());
+            tracing::info!(
+                id = format!("{:08x}", trained.id),
+                bytes = trained.bytes.len(),
+                "trained a dictionary for block files"
+            );
+        }
         let path = compact::block_path(&self.blocks_dir, segment);
         if fs.len(&path).is_ok() {
             // Left by a compaction that failed before its segment was removed.
@@ -735,10 +758,13 @@ impl EmbeddedStore {
 
         let started = Instant::now();
         let now = now_millis();
+        let dictionaries = Arc::new(Dictionaries::default());
+        let block_dictionary = read_dictionaries(options.fs.as_ref(), &blocks_dir, &dictionaries)?;
         let mut recovery = Recovery {
             wal_dir: wal_dir.clone(),
             blocks_dir: blocks_dir.clone(),
             now,
+            dictionaries: dictionaries.clone(),
             ..Recovery::default()
         };
         let mut pending: Vec<(RecordPosition, Vec<u8>)> = Vec::new();
@@ -873,6 +899,9 @@ impl EmbeddedStore {
             compacting: Mutex::new(Vec::new()),
             index_files: Mutex::new(attached),
             merge_events: options.merge_events,
+            dictionaries,
+            block_dictionary: Mutex::new(block_dictionary.filter(|_| options.block_dictionary)),
+            train_dictionary: options.block_dictionary,
             compaction_level: options.compaction_level,
             backlog: Mutex::new(Backlog {
                 compacted: first_segment - 1,
@@ -964,6 +993,64 @@ impl EmbeddedStore {
     }
 }
 
+fn dictionary_path(blocks_dir: &Path, id: u32) -> PathBuf {
+    blocks_dir.join(format!("{id:08x}.dict"))
+}
+
+/// Stores a dictionary for block files (synced, with its directory entry).
+fn write_dictionary(fs: &dyn FileSystem, blocks_dir: &Path, dictionary: &Dictionary) -> Result<()> {
+    let path = dictionary_path(blocks_dir, dictionary.id);
+    if fs.len(&path).is_ok() {
+        fs.remove(&path)
+            .map_err(|e| StoreError::io(format!("failed to remove {}", path.display()), e))?;
+    }
+    let file = fs
+        .create_new(&path)
+        .map_err(|e| StoreError::io(format!("failed to create {}", path.display()), e))?;
+    file.write_all_at(&dictionary.bytes, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))?;
+    wal::sync_directory(fs, blocks_dir)
+}
+
+/// Reads the dictionaries of the block files into `dictionaries`; returns the last by name, for new blocks
+/// (a store trains one; a second is left only by a crash between storing it and the first block using it).
+fn read_dictionaries(
+    fs: &dyn FileSystem,
+    blocks_dir: &Path,
+    dictionaries: &Dictionaries,
+) -> Result<Option<Dictionary>> {
+    let mut names = match fs.list(blocks_dir) {
+        Ok(names) => names,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(StoreError::io(
+                format!("failed to read {}", blocks_dir.display()),
+                error,
+            ))
+        }
+    };
+    names.sort_unstable();
+    let mut last = None;
+    for name in names.iter().filter(|name| name.ends_with(".dict")) {
+        let path = blocks_dir.join(name);
+        let bytes = fs
+            .read(&path)
+            .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
+        let dictionary = Dictionary::new(bytes)
+            .ok()
+            .filter(|dictionary| dictionary_path(blocks_dir, dictionary.id) == path)
+            .ok_or_else(|| StoreError::Corruption {
+                file: path.clone(),
+                offset: 0,
+                reason: "not the zstd dictionary its name says".into(),
+            })?;
+        dictionaries.add(dictionary.clone());
+        last = Some(dictionary);
+    }
+    Ok(last)
+}
+
 /// Records decoded together (in parallel) during recovery.
 const RECOVERY_BATCH_RECORDS: usize = 64;
 
@@ -1026,6 +1113,7 @@ struct Recovery {
     decoded: Option<Vec<DecodedRecord>>,
     /// The compacted segments whose index files are attached: their events are parsed only for their entries.
     with_pieces: HashSet<u32>,
+    dictionaries: Arc<Dictionaries>,
 }
 
 /// A decompressed and parsed record.
@@ -1050,11 +1138,12 @@ fn decode_batch(
     wal_dir: &Path,
     blocks_dir: &Path,
     with_pieces: &HashSet<u32>,
+    dictionaries: &Dictionaries,
     batch: Vec<(RecordPosition, Vec<u8>)>,
 ) -> Result<Vec<DecodedRecord>> {
     let decode = |position: RecordPosition, payload: Vec<u8>| -> Result<DecodedRecord> {
         let corrupt = |reason: String| corrupt_record(wal_dir, blocks_dir, position, reason);
-        let text = codec::into_text(payload)
+        let text = codec::into_text(payload, dictionaries)
             .map_err(|e| corrupt(format!("record does not decompress: {e}")))?;
         let decoded =
             Decoded::new(text).map_err(|e| corrupt(format!("record is not UTF-8: {e}")))?;
@@ -1094,9 +1183,10 @@ impl Recovery {
         let ready = self.decoded.take();
         let (wal_dir, blocks_dir) = (self.wal_dir.clone(), self.blocks_dir.clone());
         let with_pieces = std::mem::take(&mut self.with_pieces);
+        let dictionaries = self.dictionaries.clone();
         let (decoded, indexed) = pool().install(|| {
             rayon::join(
-                || decode_batch(&wal_dir, &blocks_dir, &with_pieces, batch),
+                || decode_batch(&wal_dir, &blocks_dir, &with_pieces, &dictionaries, batch),
                 || ready.map_or(Ok(()), |ready| self.index(ready)),
             )
         });

@@ -1203,6 +1203,76 @@ fn a_merge_cut_short_by_a_crash_leaves_one_index_of_each_segment() {
     assert_eq!(answers(&store), before);
 }
 
+/// Block files compressed with a dictionary trained on the first compacted segment of enough events: they
+/// read back the same events, before and after a reopen, and are smaller than without one; a store whose
+/// dictionary is lost refuses to open rather than serve what it cannot read.
+#[test]
+fn blocks_compressed_with_a_trained_dictionary_read_back() {
+    let run = |dictionary: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let open_with = || {
+            let mut options = StoreOptions::new(dir.path());
+            options.segment_bytes = 768 << 10;
+            options.background_compaction = false;
+            options.block_dictionary = dictionary;
+            EmbeddedStore::open(options)
+        };
+        let store = open_with().unwrap();
+        store.create_tenant("acme", "Acme").unwrap();
+        for round in 0..24 {
+            let events = (0..250)
+                .map(|i| {
+                    let event_type = ["bot.created", "bot.updated", "message.sent"][i % 3];
+                    let model = ["gpt-4o", "claude"][i % 2];
+                    json!({
+                        "type": event_type,
+                        "actor": {"id": format!("user_{}", (round * 7 + i) % 40), "type": "user"},
+                        "context": {"ip": format!("203.0.113.{}", i % 250), "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0"},
+                        "metadata": {"round": round, "i": i, "model": model},
+                        "description": format!("User {} updated bot {}", i % 40, i % 9),
+                    })
+                })
+                .collect();
+            append(&store, "acme", events);
+        }
+        let before = list_all(&store, "acme", "order=asc", 1000);
+        assert_eq!(before.len(), 6000);
+        assert!(store.compact().unwrap() >= 2);
+        assert_eq!(list_all(&store, "acme", "order=asc", 1000), before);
+        let blocks = dir.path().join("blocks");
+        let dictionaries = files(&blocks, ".dict");
+        assert_eq!(
+            dictionaries.len(),
+            usize::from(dictionary),
+            "{dictionaries:?}"
+        );
+        drop(store);
+        let store = open_with().unwrap();
+        assert_eq!(list_all(&store, "acme", "order=asc", 1000), before);
+        assert_eq!(
+            list_all(&store, "acme", "q=meta.model:claude", 1000).len(),
+            3000
+        );
+        drop(store);
+        let sizes: u64 = files(&blocks, ".blk")
+            .iter()
+            .map(|name| std::fs::metadata(blocks.join(name)).unwrap().len())
+            .sum();
+        if dictionary {
+            std::fs::remove_file(blocks.join(&dictionaries[0])).unwrap();
+            let error = open_with().err().expect("blocks without their dictionary");
+            assert!(error.to_string().contains("dictionary"), "{error}");
+        }
+        sizes
+    };
+    let with = run(true);
+    let without = run(false);
+    assert!(
+        with < without,
+        "{with} bytes of blocks with a dictionary, {without} without"
+    );
+}
+
 /// A disk on which creating a block file takes a while, as a slow or busy disk would make compaction.
 struct SlowBlocks(logbook_store::io::RealFs);
 

@@ -803,22 +803,41 @@ struct Merged {
     numbers: HashMap<Field, usize>,
 }
 
-fn append(bitmap: &RoaringBitmap, into: &mut Ordinals) {
-    for ordinal in bitmap {
-        into.push(ordinal);
+/// Appends a posting's ordinals to `into` (each above those it holds: pieces are merged in ordinal order).
+fn append_posting(bytes: &[u8], (first, end): (u32, u32), into: &mut Ordinals) -> io::Result<()> {
+    match bytes.split_first() {
+        Some((0, rest)) => {
+            let mut reader = Reader::new(rest);
+            let mut value = u64::from(first);
+            for number in 0..reader.varint()? {
+                let delta = reader.varint()?;
+                if number > 0 && delta == 0 {
+                    return Err(invalid("a posting list that does not ascend"));
+                }
+                value += delta;
+                into.push(u32::try_from(value).map_err(|_| invalid("an ordinal beyond u32"))?);
+            }
+        }
+        Some((2, [])) => {
+            for ordinal in first..end {
+                into.push(ordinal);
+            }
+        }
+        _ => {
+            let mut bitmap = RoaringBitmap::new();
+            read_posting(bytes, (first, end), &mut bitmap)?;
+            for ordinal in &bitmap {
+                into.push(ordinal);
+            }
+        }
     }
+    Ok(())
 }
 
 impl Merged {
     fn add(&mut self, piece: &LoadedPiece<'_>) -> io::Result<()> {
         let range = piece.piece.range();
-        let mut bitmap = RoaringBitmap::new();
-        let mut posting = |bytes: &[u8], into: &mut Ordinals| -> io::Result<()> {
-            bitmap.clear();
-            read_posting(bytes, range, &mut bitmap)?;
-            append(&bitmap, into);
-            Ok(())
-        };
+        let posting = |bytes: &[u8], into: &mut Ordinals| append_posting(bytes, range, into);
         self.json_full |= piece.json_full;
         for field in &piece.unindexed {
             if !self.unindexed.contains(field) {
@@ -845,7 +864,7 @@ impl Merged {
             let merged = &mut self.fields[number];
             let bytes = piece.open_record(at)?;
             let record = FieldRecord::read(&bytes)?;
-            let mut read = |span: Span, into: &mut Ordinals| -> io::Result<()> {
+            let read = |span: Span, into: &mut Ordinals| -> io::Result<()> {
                 if span.len > 0 {
                     posting(&piece.piece.read(span)?, into)?;
                 }
@@ -1625,6 +1644,12 @@ mod tests {
         let mut out = RoaringBitmap::new();
         read_posting(&bytes, (10, 20), &mut out).unwrap();
         assert_eq!(out.iter().collect::<Vec<_>>(), (10..20).collect::<Vec<_>>());
+        let mut appended = Ordinals::default();
+        append_posting(&bytes, (10, 20), &mut appended).unwrap();
+        assert_eq!(
+            appended.iter().collect::<Vec<_>>(),
+            (10..20).collect::<Vec<_>>()
+        );
     }
 
     proptest! {
@@ -1654,6 +1679,10 @@ mod tests {
             let mut out = RoaringBitmap::new();
             read_posting(&bytes, range, &mut out).unwrap();
             prop_assert_eq!(out.iter().collect::<Vec<_>>(), ordinals.iter().map(|o| o + first).collect::<Vec<_>>());
+            // As a merge appends it.
+            let mut appended = Ordinals::default();
+            append_posting(&bytes, range, &mut appended).unwrap();
+            prop_assert_eq!(appended.iter().collect::<Vec<_>>(), out.iter().collect::<Vec<_>>());
         }
     }
 }

@@ -815,6 +815,13 @@ struct HistogramBucket<'a> {
 
 async fn serve(dir: PathBuf, port: u16) -> Result<()> {
     use logbook_store::{EmbeddedStore, EventStore, StoreOptions};
+    // The store's log (compactions, merges, the open) on stderr, when asked for: `LOGBOOK_LOG=info`.
+    if let Ok(filter) = std::env::var("LOGBOOK_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut options = StoreOptions::new(&dir);
     // As `logbook serve` reads it: the WAL segment size, for experiments with compaction.
     if let Some(mib) = std::env::var("LOGBOOK_SEGMENT_MIB")

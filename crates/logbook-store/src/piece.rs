@@ -7,8 +7,8 @@
 //! cache with positioned reads (not memory-mapped, so they are not the process's memory), and at open the
 //! log's compacted segments are replayed without indexing their fields again.
 //!
-//! Index files are then merged, four at a time, as size-tiered LSM stores merge their runs: four files of
-//! one segment each into one of segments `F..=L` (`FFFFFFFF-LLLLLLLL.idx`), four of those into one of 16
+//! Index files are then merged, eight at a time, as size-tiered LSM stores merge their runs: eight files of
+//! one segment each into one of segments `F..=L` (`FFFFFFFF-LLLLLLLL.idx`), eight of those into one of 64
 //! segments, and so on. In a merge, a tenant's small pieces (under `StoreOptions::merge_events`, 4,096 events) are
 //! merged into one, and larger ones are copied byte for byte: a piece's offsets are relative to where it
 //! was written, and its directory entry says by how much to shift them (`base`). Small pieces cost most per
@@ -63,6 +63,7 @@ use logbook_core::filter::Field;
 use lru::LruCache;
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
+use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -85,6 +86,10 @@ const INLINE_POSTING_BYTES: usize = 48;
 const MAX_BLOCK_BYTES: u64 = 256 << 20;
 /// Field records up to this size are kept in the section; larger ones apart, read when their field is.
 const INLINE_RECORD_BYTES: usize = 96;
+/// Chunks, records and sections shorter than this are stored raw: zstd saves little on them, and each
+/// compression and decompression has a fixed cost (building its tables) that dominates for tiny inputs, as
+/// a small tenant's piece has many (a table per field).
+const RAW_BLOCK_BYTES: usize = 64;
 /// Postings of more ordinals than this are written as a bitmap when that is smaller.
 const LIST_LIMIT: u64 = 32;
 
@@ -412,6 +417,9 @@ fn put_table(
 /// zstd of `raw`, or `raw` itself when that is not longer (the reader tells them apart by the length: a stored
 /// chunk or section as long as its raw form is raw).
 fn compress(compressor: &mut Compressor<'static>, raw: &[u8]) -> Vec<u8> {
+    if raw.len() < RAW_BLOCK_BYTES {
+        return raw.to_vec();
+    }
     let compressed = compressor.compress(raw).expect("zstd compresses in memory");
     if compressed.len() < raw.len() {
         compressed
@@ -669,7 +677,7 @@ impl PieceWriter {
             }
         }
         for piece in pieces {
-            merged.add(&piece.load()?)?;
+            merged.add(&piece.detached()?.load()?)?;
         }
         let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
             return Ok(());
@@ -685,22 +693,26 @@ impl PieceWriter {
             end: last.end,
             times,
         };
-        let words: Vec<(&[u8], &Ordinals)> = merged
-            .words
-            .iter()
-            .map(|(word, ordinals)| (&word[..], ordinals))
-            .collect();
+        let words = sorted(
+            merged
+                .words
+                .iter()
+                .map(|(word, ordinals)| (&word[..], ordinals))
+                .collect(),
+        );
         let inputs: Vec<FieldInput<'_>> = merged
             .fields
             .iter()
             .map(|field| FieldInput {
                 field: &field.field,
                 present: &field.present,
-                text: field
-                    .text
-                    .iter()
-                    .map(|(key, ordinals)| (&key[..], ordinals))
-                    .collect(),
+                text: sorted(
+                    field
+                        .text
+                        .iter()
+                        .map(|(key, ordinals)| (&key[..], ordinals))
+                        .collect(),
+                ),
                 numbers: field
                     .numbers
                     .iter()
@@ -780,11 +792,20 @@ fn unzigzag(value: u64) -> i64 {
     (value >> 1) as i64 ^ -((value & 1) as i64)
 }
 
+/// The postings of `key` in `terms`, added when new (without copying the key when it is not).
+fn term_postings<'a>(terms: &'a mut FxHashMap<Vec<u8>, Ordinals>, key: &[u8]) -> &'a mut Ordinals {
+    if !terms.contains_key(key) {
+        terms.insert(key.to_vec(), Ordinals::default());
+    }
+    terms.get_mut(key).expect("inserted")
+}
+
 /// One field of pieces being merged.
 struct MergedField {
     field: Field,
     present: Ordinals,
-    text: BTreeMap<Vec<u8>, Ordinals>,
+    /// Hashed (a merge looks up every term of every piece; most are new), sorted when written.
+    text: FxHashMap<Vec<u8>, Ordinals>,
     numbers: BTreeMap<[u8; 8], Ordinals>,
     specials: [Ordinals; 3],
 }
@@ -798,7 +819,7 @@ struct Merged {
     /// The fields of each piece that stopped indexing new JSON fields: a merged piece that has such a
     /// field from another piece must list it as unindexed.
     full_pieces_fields: Vec<HashSet<Field>>,
-    words: BTreeMap<Vec<u8>, Ordinals>,
+    words: FxHashMap<Vec<u8>, Ordinals>,
     fields: Vec<MergedField>,
     numbers: HashMap<Field, usize>,
 }
@@ -845,7 +866,7 @@ impl Merged {
             }
         }
         piece.words()?.scan(piece.piece, |key, bytes| {
-            posting(bytes, self.words.entry(key.to_vec()).or_default())
+            posting(bytes, term_postings(&mut self.words, key))
         })?;
         let mut fields = HashSet::new();
         piece.each_record(|name, at| {
@@ -855,7 +876,7 @@ impl Merged {
                 self.fields.push(MergedField {
                     field,
                     present: Ordinals::default(),
-                    text: BTreeMap::new(),
+                    text: FxHashMap::default(),
                     numbers: BTreeMap::new(),
                     specials: Default::default(),
                 });
@@ -875,7 +896,7 @@ impl Merged {
                 read(span, into)?;
             }
             record.text.scan(piece.piece, |key, bytes| {
-                posting(bytes, merged.text.entry(key.to_vec()).or_default())
+                posting(bytes, term_postings(&mut merged.text, key))
             })?;
             record.numbers.scan(piece.piece, |key, bytes| {
                 let key: [u8; 8] = key
@@ -919,6 +940,40 @@ pub struct PieceFile {
     len: u64,
     path: PathBuf,
     file: Arc<dyn StorageFile>,
+    /// Whether its blocks go through the block cache: not for a piece read whole for a merge.
+    cached: bool,
+}
+
+/// A piece's bytes read at once (for a merge, which reads every table of every piece merged: one read each,
+/// not one per table), at its offsets in its file.
+struct PieceBytes {
+    bytes: Vec<u8>,
+    start: u64,
+}
+
+impl StorageFile for PieceBytes {
+    fn write_all_at(&self, _: &[u8], _: u64) -> io::Result<()> {
+        Err(io::Error::other("a piece read into memory is not written"))
+    }
+
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        let range = offset
+            .checked_sub(self.start)
+            .and_then(|at| usize::try_from(at).ok())
+            .and_then(|at| Some(at..at.checked_add(buffer.len())?))
+            .filter(|range| range.end <= self.bytes.len())
+            .ok_or_else(|| invalid("a read outside the piece"))?;
+        buffer.copy_from_slice(&self.bytes[range]);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_len(&self, _: u64) -> io::Result<()> {
+        Err(io::Error::other("a piece read into memory is not written"))
+    }
 }
 
 /// Decompressed sections, records and chunks of index files, by file and offset, within a byte budget: a
@@ -941,11 +996,15 @@ impl PieceFile {
             len,
             path,
             file,
+            cached: true,
         }
     }
 
     /// A stored (compressed or raw) block, decompressed, through the block cache.
     fn read_block(&self, span: Span, raw_len: u64) -> io::Result<Arc<[u8]>> {
+        if !self.cached {
+            return Ok(decompress(&self.read(span)?, raw_len)?.into());
+        }
         let key = (self.id, span.offset);
         if let Some(cache) = BLOCK_CACHE.lock().as_mut() {
             if let Some(block) = cache.blocks.get(&key) {
@@ -1189,6 +1248,28 @@ impl TenantPiece {
         Ok(Span {
             offset,
             len: span.len,
+        })
+    }
+
+    /// The piece, read whole into memory (for a merge).
+    fn detached(&self) -> io::Result<TenantPiece> {
+        let bytes = self.file.read(Span {
+            offset: self.start,
+            len: self.stored_end() - self.start,
+        })?;
+        let file = PieceFile {
+            id: NEXT_FILE_ID.fetch_add(1, AtomicOrdering::Relaxed),
+            len: self.file.len,
+            path: self.file.path.clone(),
+            file: Arc::new(PieceBytes {
+                bytes,
+                start: self.start,
+            }),
+            cached: false,
+        };
+        Ok(TenantPiece {
+            file: Arc::new(file),
+            ..self.clone()
         })
     }
 

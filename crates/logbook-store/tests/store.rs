@@ -994,9 +994,9 @@ fn large_index_files_answer_as_the_evaluator_does() {
     let dir = tempfile::tempdir().unwrap();
     let open_large = || {
         let mut options = StoreOptions::new(dir.path());
-        options.segment_bytes = 512 << 10;
+        options.segment_bytes = 320 << 10;
         options.background_compaction = false;
-        options.merge_events = 500;
+        options.merge_events = 300;
         EmbeddedStore::open(options).expect("store opens")
     };
     let store = open_large();
@@ -1082,10 +1082,10 @@ fn large_index_files_answer_as_the_evaluator_does() {
         }
     };
     check(&store, "in memory");
-    assert!(store.compact().unwrap() >= 4);
+    assert!(store.compact().unwrap() >= 8);
     let merged = store.index_files();
     assert!(
-        merged.iter().any(|&(first, last)| last == first + 3),
+        merged.iter().any(|&(first, last)| last > first),
         "{merged:?}"
     );
     check(&store, "from index files");
@@ -1101,7 +1101,7 @@ fn large_index_files_answer_as_the_evaluator_does() {
 fn merged_pieces_keep_fields_that_a_full_piece_left_unindexed() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = StoreOptions::new(dir.path());
-    options.segment_bytes = 256 << 10;
+    options.segment_bytes = 128 << 10;
     options.background_compaction = false;
     let store = EmbeddedStore::open(options).expect("store opens");
     store.create_tenant("acme", "Acme").unwrap();
@@ -1125,7 +1125,7 @@ fn merged_pieces_keep_fields_that_a_full_piece_left_unindexed() {
             .collect();
         append(&store, "acme", events);
     }
-    assert!(store.compact().unwrap() >= 4);
+    assert!(store.compact().unwrap() >= 8);
     let merged = store.index_files();
     assert!(merged[0].1 >= merged[0].0 + 3, "merged: {merged:?}");
     let late = list_all(&store, "acme", "q=meta.deep.x:1", 10);

@@ -830,6 +830,13 @@ async fn serve(dir: PathBuf, port: u16) -> Result<()> {
     {
         options.segment_bytes = mib.clamp(1, 1024) << 20;
     }
+    // The merge threshold of index pieces, for experiments with merging.
+    if let Some(events) = std::env::var("LOGBOOK_MERGE_EVENTS")
+        .ok()
+        .and_then(|events| events.parse::<u32>().ok())
+    {
+        options.merge_events = events;
+    }
     let store = EmbeddedStore::open(options)?;
     store.ensure_admin_key(Some(ADMIN))?;
     let store: Arc<dyn EventStore> = Arc::new(store);

@@ -166,11 +166,12 @@ pub struct Compacted {
     pub trained: Option<Dictionary>,
 }
 
-/// How blocks are compressed: zstd at `level`, with `dictionary` if there is one, or else with one trained on
-/// the segment's events when `train` (and the segment has enough of them).
+/// How blocks are compressed: zstd at `level`, or at `dictionary_level` with `dictionary` if there is one, or
+/// else with one trained on the segment's events when `train` (and the segment has enough of them).
 #[derive(Clone, Copy)]
 pub struct Compression<'a> {
     pub level: i32,
+    pub dictionary_level: i32,
     pub dictionary: Option<&'a Dictionary>,
     pub train: bool,
 }
@@ -221,6 +222,7 @@ pub fn build(
 ) -> Result<Compacted> {
     let compression = Compression {
         level,
+        dictionary_level: level,
         dictionary: None,
         train: false,
     };
@@ -317,7 +319,7 @@ pub fn build_with(
         };
     let failed = |e| StoreError::io("failed to compress a block", e);
     let mut compressor = match compression.dictionary.or(trained.as_ref()) {
-        Some(dictionary) => dictionary.compressor(compression.level),
+        Some(dictionary) => dictionary.compressor(compression.dictionary_level),
         None => zstd::bulk::Compressor::new(compression.level),
     }
     .map_err(failed)?;

@@ -67,6 +67,11 @@ pub struct StoreOptions {
     pub background_compaction: bool,
     /// zstd level for block files.
     pub compaction_level: i32,
+    /// zstd level for block files compressed with the store's dictionary: with it, level 1 compresses the
+    /// demo events as well as level 3 (128.6 against 129.5 bytes per event) in 60% of the time, where
+    /// level 3 with a dictionary took 1.8× the time of level 3 without (its matching goes through the
+    /// dictionary's content).
+    pub dictionary_level: i32,
     /// Remove the compacted segments' index files at open, so that they are written again from the log
     /// (`logbook reindex`).
     pub rebuild_index: bool,
@@ -90,6 +95,7 @@ impl StoreOptions {
             cache_bytes: 128 << 20,
             background_compaction: true,
             compaction_level: 3,
+            dictionary_level: 1,
             rebuild_index: false,
             merge_events: 4096,
             block_dictionary: true,
@@ -216,6 +222,7 @@ struct Shared {
     /// Held while compacting, so that only one compaction runs; the buffer segments are read into.
     compacting: Mutex<Vec<u8>>,
     compaction_level: i32,
+    dictionary_level: i32,
     /// How far compaction is, for the writer's backpressure.
     backlog: Mutex<Backlog>,
     backlog_changed: Condvar,
@@ -454,6 +461,7 @@ impl Shared {
         let dictionary = self.block_dictionary.lock().clone();
         let compression = Compression {
             level: self.compaction_level,
+            dictionary_level: self.dictionary_level,
             dictionary: dictionary.as_ref(),
             train: self.train_dictionary,
         };
@@ -932,6 +940,7 @@ impl EmbeddedStore {
             block_dictionary: Mutex::new(block_dictionary.filter(|_| options.block_dictionary)),
             train_dictionary: options.block_dictionary,
             compaction_level: options.compaction_level,
+            dictionary_level: options.dictionary_level,
             backlog: Mutex::new(Backlog {
                 compacted: first_segment - 1,
                 failing: false,

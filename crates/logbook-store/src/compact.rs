@@ -330,11 +330,15 @@ pub fn build_with(
         text.push(b'\n');
         wal::frame(KIND_EVENTS, &compress(&text)?, &mut bytes);
     }
+    // One buffer for every block's text, grown once rather than again for each block (each growth copies
+    // the text so far into fresh memory).
+    let mut text = Vec::with_capacity(BLOCK_BYTES + (64 << 10));
     for (tenant, list) in &lines {
         let moved = moves.entry(tenant.clone()).or_default();
         let mut remaining = &list[..];
         while !remaining.is_empty() {
-            let mut text = b"{\"v\":1}\n".to_vec();
+            text.clear();
+            text.extend_from_slice(b"{\"v\":1}\n");
             let mut taken = 0;
             for &(_, record, begin, end) in remaining {
                 if taken == BLOCK_EVENTS || (taken > 0 && text.len() + end - begin > BLOCK_BYTES) {

@@ -714,7 +714,10 @@ async fn run_logbook(plan: &Plan, work_dir: &Path) -> Result<Value> {
     let restart = started.elapsed().as_secs_f64();
     report["restart_seconds"] = json!(restart);
     eprintln!("    restart after kill -9: {restart:.1} s");
-    drop(server);
+    // Bytes on disk of the store as it stays, not of one killed in the middle of writing a file: a merge of
+    // index files in progress writes a file as large as those it merges. The server stops on SIGTERM (a
+    // merge gives up and removes its file); then the directory is measured.
+    stop_gracefully(server)?;
     report["bytes_per_event"] = json!(directory_bytes(&data_dir) as f64 / total_events as f64);
     report["events"] = json!(total_events);
     Ok(report)
@@ -842,7 +845,27 @@ async fn serve(dir: PathBuf, port: u16) -> Result<()> {
     let store: Arc<dyn EventStore> = Arc::new(store);
     let state = logbook_server::AppState::new(store, logbook_server::ServerConfig::default());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    logbook_server::serve(listener, state, std::future::pending()).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    logbook_server::serve(listener, state, async move {
+        terminate.recv().await;
+    })
+    .await?;
+    Ok(())
+}
+
+/// Sends the benchmark's server SIGTERM and waits (up to 2 minutes) until it has exited.
+fn stop_gracefully(mut server: logbook_testkit::Killed) -> Result<()> {
+    let pid = server.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+    anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.0.try_wait()?.is_none() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the server did not stop 2 min after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 

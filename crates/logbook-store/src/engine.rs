@@ -480,27 +480,9 @@ impl Shared {
                 "trained a dictionary for block files"
             );
         }
+        // A block file already there was left by a compaction that failed before its segment was removed.
         let path = compact::block_path(&self.blocks_dir, segment);
-        if fs.len(&path).is_ok() {
-            // Left by a compaction that failed before its segment was removed.
-            fs.remove(&path)
-                .map_err(|e| StoreError::io(format!("failed to remove {}", path.display()), e))?;
-        }
-        let file = fs
-            .create_new(&path)
-            .map_err(|e| StoreError::io(format!("failed to create {}", path.display()), e))?;
-        let written = file
-            .write_all_at(&built.bytes, 0)
-            .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))
-            .and_then(|()| {
-                file.sync_data()
-                    .map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))
-            })
-            .and_then(|()| wal::sync_directory(fs, &self.blocks_dir));
-        if let Err(error) = written {
-            let _ = fs.remove(&path);
-            return Err(error);
-        }
+        write_new_file(fs, &self.blocks_dir, &path, &built.bytes)?;
         // The segment's field index, from its tenants' in-memory parts, beside the block file.
         let pieces = match piece::remove(fs, &self.blocks_dir, (segment, segment))
             .and_then(|()| self.write_piece(segment, built.moves.keys()))
@@ -1043,17 +1025,31 @@ fn dictionary_path(blocks_dir: &Path, id: u32) -> PathBuf {
 /// Stores a dictionary for block files (synced, with its directory entry).
 fn write_dictionary(fs: &dyn FileSystem, blocks_dir: &Path, dictionary: &Dictionary) -> Result<()> {
     let path = dictionary_path(blocks_dir, dictionary.id);
-    if fs.len(&path).is_ok() {
-        fs.remove(&path)
+    write_new_file(fs, blocks_dir, &path, &dictionary.bytes)
+}
+
+/// Writes `bytes` as the file `path` in `directory` (replacing one left by a failed attempt), syncs it and
+/// its directory entry; a file that could not be written whole is removed.
+fn write_new_file(fs: &dyn FileSystem, directory: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    if fs.len(path).is_ok() {
+        fs.remove(path)
             .map_err(|e| StoreError::io(format!("failed to remove {}", path.display()), e))?;
     }
     let file = fs
-        .create_new(&path)
+        .create_new(path)
         .map_err(|e| StoreError::io(format!("failed to create {}", path.display()), e))?;
-    file.write_all_at(&dictionary.bytes, 0)
-        .and_then(|()| file.sync_data())
-        .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))?;
-    wal::sync_directory(fs, blocks_dir)
+    let written = file
+        .write_all_at(bytes, 0)
+        .map_err(|e| StoreError::io(format!("failed to write {}", path.display()), e))
+        .and_then(|()| {
+            file.sync_data()
+                .map_err(|e| StoreError::io(format!("failed to sync {}", path.display()), e))
+        })
+        .and_then(|()| wal::sync_directory(fs, directory));
+    if written.is_err() {
+        let _ = fs.remove(path);
+    }
+    written
 }
 
 /// Reads the dictionaries of the block files into `dictionaries`; returns the last by name, for new blocks

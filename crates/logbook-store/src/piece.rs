@@ -521,27 +521,14 @@ impl PieceWriter {
     /// Adds a tenant's part of the segment.
     pub(crate) fn add(&mut self, tenant: &str, part: &MemoryPart) -> io::Result<()> {
         let fields = &part.fields;
-        let words = sorted(
-            fields
-                .words
-                .iter()
-                .map(|(word, ordinals)| (word.as_bytes(), ordinals))
-                .collect(),
-        );
+        let words = sorted(&fields.words);
         let inputs: Vec<FieldInput<'_>> = fields
             .fields
             .iter()
             .map(|index| FieldInput {
                 field: &index.field,
                 present: &index.present,
-                text: sorted(
-                    index
-                        .terms
-                        .text
-                        .iter()
-                        .map(|(text, ordinals)| (text.as_bytes(), ordinals))
-                        .collect(),
-                ),
+                text: sorted(&index.terms.text),
                 // Kept in numeric order, which the keys' byte order follows.
                 numbers: index
                     .terms
@@ -693,26 +680,14 @@ impl PieceWriter {
             end: last.end,
             times,
         };
-        let words = sorted(
-            merged
-                .words
-                .iter()
-                .map(|(word, ordinals)| (&word[..], ordinals))
-                .collect(),
-        );
+        let words = sorted(&merged.words);
         let inputs: Vec<FieldInput<'_>> = merged
             .fields
             .iter()
             .map(|field| FieldInput {
                 field: &field.field,
                 present: &field.present,
-                text: sorted(
-                    field
-                        .text
-                        .iter()
-                        .map(|(key, ordinals)| (&key[..], ordinals))
-                        .collect(),
-                ),
+                text: sorted(&field.text),
                 numbers: field
                     .numbers
                     .iter()
@@ -750,7 +725,14 @@ impl PieceWriter {
     }
 }
 
-fn sorted<'a>(mut terms: Vec<(&'a [u8], &'a Ordinals)>) -> Vec<(&'a [u8], &'a Ordinals)> {
+/// A hashed dictionary's terms, sorted by key bytes.
+fn sorted<'a, K: AsRef<[u8]> + 'a>(
+    terms: impl IntoIterator<Item = (&'a K, &'a Ordinals)>,
+) -> Vec<(&'a [u8], &'a Ordinals)> {
+    let mut terms: Vec<(&[u8], &Ordinals)> = terms
+        .into_iter()
+        .map(|(key, ordinals)| (key.as_ref(), ordinals))
+        .collect();
     terms.sort_unstable_by(|a, b| a.0.cmp(b.0));
     terms
 }

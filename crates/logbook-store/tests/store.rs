@@ -101,6 +101,18 @@ fn events_survive_reopen_and_seq_continues() {
     assert_eq!(list_all(&store, "acme", "", 7).len(), 51);
 }
 
+/// 17 events of 250 metadata keys each: 4,250 JSON fields, past the tenant's limit of 4,096 indexed ones.
+fn wide_events() -> Vec<Value> {
+    (0..17)
+        .map(|event| {
+            let metadata: serde_json::Map<String, Value> = (0..250)
+                .map(|key| (format!("k{event}_{key}"), json!(key)))
+                .collect();
+            json!({"type": "wide", "metadata": metadata})
+        })
+        .collect()
+}
+
 /// Past the per-tenant limit of indexed JSON fields (4,096), a new path is left to the evaluator, and so is a
 /// path below it, which is never marked itself.
 #[test]
@@ -108,15 +120,7 @@ fn paths_beyond_the_field_limit_are_still_found() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.create_tenant("acme", "Acme").unwrap();
-    let wide: Vec<Value> = (0..17)
-        .map(|event| {
-            let metadata: serde_json::Map<String, Value> = (0..250)
-                .map(|key| (format!("k{event}_{key}"), json!(key)))
-                .collect();
-            json!({"type": "wide", "metadata": metadata})
-        })
-        .collect();
-    append(&store, "acme", wide);
+    append(&store, "acme", wide_events());
     append(
         &store,
         "acme",
@@ -1105,15 +1109,7 @@ fn merged_pieces_keep_fields_that_a_full_piece_left_unindexed() {
     options.background_compaction = false;
     let store = EmbeddedStore::open(options).expect("store opens");
     store.create_tenant("acme", "Acme").unwrap();
-    let wide: Vec<Value> = (0..17)
-        .map(|event| {
-            let metadata: serde_json::Map<String, Value> = (0..250)
-                .map(|key| (format!("k{event}_{key}"), json!(key)))
-                .collect();
-            json!({"type": "wide", "metadata": metadata})
-        })
-        .collect();
-    append(&store, "acme", wide);
+    append(&store, "acme", wide_events());
     append(
         &store,
         "acme",

@@ -885,6 +885,15 @@ impl TenantIndex {
         if part.not_indexed(field) {
             return Ok(Candidates::unknown());
         }
+        let hashed = part.hashed(field);
+        if hashed
+            && !matches!(
+                predicate,
+                Predicate::Exists | Predicate::Eq(_) | Predicate::In(_)
+            )
+        {
+            return Ok(Candidates::unknown());
+        }
         let json = field.kind() == FieldKind::Json;
         let mut result = RoaringBitmap::new();
         let text_of = |operand: &Operand| match operand {
@@ -940,7 +949,11 @@ impl TenantIndex {
                 &mut result,
             )?,
         }
-        Ok(Candidates::exact(result))
+        Ok(Candidates {
+            bitmap: Some(result),
+            // Equal hashes are not equal values: the events are checked.
+            exact: !hashed || matches!(predicate, Predicate::Exists),
+        })
     }
 
     fn plan_seq(&self, predicate: &Predicate) -> RoaringBitmap {
@@ -985,6 +998,14 @@ impl TenantIndex {
         })
     }
 
+    /// Whether some part knows `field`'s values only by their hash (see [`Terms::hashed`]).
+    fn hashed(&self, field: &Field) -> bool {
+        self.parts.iter().any(|part| match part {
+            Part::Memory(_) => false,
+            Part::Disk(piece) => piece.may_hash(field),
+        })
+    }
+
     /// The ordinals of each value of `field`, named as the API prints values (numbers and booleans as JSON),
     /// or `None` when the field could not be fully indexed for this tenant.
     pub fn value_postings(&self, field: &Field) -> Option<Vec<(String, RoaringBitmap)>> {
@@ -992,6 +1013,7 @@ impl TenantIndex {
             || *field == Field::Id
             || *field == Field::Description
             || self.not_indexed(field)
+            || self.hashed(field)
         {
             return None;
         }
@@ -1510,6 +1532,12 @@ pub(crate) type TermVisitor<'a> = dyn FnMut(TermKey<'_>, &mut dyn FnMut(&mut Roa
 pub(crate) trait Terms {
     /// Whether some events of the part may have `field` without the part knowing.
     fn not_indexed(&self, field: &Field) -> bool;
+    /// Whether the part knows `field`'s text values only by their hash (an index file does, for a field
+    /// whose values are nearly all unique): equality then finds a superset of the matches, and the values
+    /// cannot be listed (ranges, prefixes, value counts).
+    fn hashed(&self, _field: &Field) -> bool {
+        false
+    }
     /// The events where `field` is present.
     fn present(&self, field: &Field, out: &mut RoaringBitmap) -> io::Result<()>;
     /// Events with a value equal to the operand; for JSON fields also the number, boolean or null it spells

@@ -73,7 +73,7 @@ use std::sync::Arc;
 use zstd::bulk::Compressor;
 
 pub const PIECE_MAGIC: &[u8; 8] = b"LOGBOOKI";
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
 const HEADER_BYTES: usize = 20;
 const TRAILER_BYTES: usize = 8 + 8 + 4 + 8;
 /// Terms per chunk: a lookup reads and decompresses one chunk, found from the first keys kept in the section.
@@ -457,8 +457,76 @@ struct FieldInput<'a> {
     field: &'a Field,
     present: &'a Ordinals,
     text: Vec<(&'a [u8], &'a Ordinals)>,
+    /// (hash, ordinal) of text values known only by their hash (from hashed tables merged): the field's
+    /// table is then hashed too.
+    hashed: &'a [(u32, u32)],
     numbers: Vec<([u8; 8], &'a Ordinals)>,
     specials: [&'a Ordinals; 3],
+}
+
+impl FieldInput<'_> {
+    /// Whether the field's text values are written as a hashed table: when some are only known by their
+    /// hash, or when nearly every event has its own value (request ids): the keys would be most of the
+    /// table (13 of the 49 bytes per event of the 1M benchmark's large pieces were request ids) and only
+    /// equality is asked of such values.
+    fn hashed(&self) -> bool {
+        !self.hashed.is_empty()
+            || (self.text.len() >= HASHED_MIN_TERMS
+                && self.text.len() as u64 * 5 >= self.present.len() * 4)
+    }
+}
+
+/// A field's text values are hashed when it has at least this many in a piece...
+const HASHED_MIN_TERMS: usize = 64;
+/// ... in chunks of this many (hash, ordinal) entries (more when a hash's entries would be split).
+const HASHED_CHUNK_ENTRIES: usize = 256;
+/// Flags of a piece's directory entry: some fields may be unindexed; some are hashed.
+const FLAG_UNINDEXED: u8 = 1;
+const FLAG_HASHED: u8 = 2;
+
+/// The hash of a text value in a hashed table (CRC32C: fixed by the format, and fast).
+fn value_hash(key: &[u8]) -> u32 {
+    crc32c::crc32c(key)
+}
+
+/// Writes a hashed table of `entries` ((hash, ordinal), sorted): the entries to `data` in raw chunks, the
+/// table's description to `out`.
+fn put_hashed(
+    data: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    entries: &[(u32, u32)],
+    (first, _): (u32, u32),
+) {
+    put_varint(out, entries.len() as u64);
+    let start = data.len();
+    let mut directory = Vec::new();
+    let mut chunks = 0u64;
+    let mut at = 0;
+    while at < entries.len() {
+        let chunk_offset = data.len() - start;
+        let first_hash = entries[at].0;
+        let mut previous = first_hash;
+        let mut taken = 0;
+        while at < entries.len() && (taken < HASHED_CHUNK_ENTRIES || entries[at].0 == previous) {
+            let (hash, ordinal) = entries[at];
+            put_varint(data, u64::from(hash - previous));
+            put_varint(data, u64::from(ordinal - first));
+            previous = hash;
+            at += 1;
+            taken += 1;
+        }
+        put_varint(&mut directory, u64::from(first_hash));
+        put_varint(&mut directory, chunk_offset as u64);
+        put_varint(&mut directory, (data.len() - start - chunk_offset) as u64);
+        chunks += 1;
+    }
+    Span {
+        offset: start as u64,
+        len: (data.len() - start) as u64,
+    }
+    .put(out);
+    put_varint(out, chunks);
+    out.extend_from_slice(&directory);
 }
 
 /// What a piece's directory entry says besides its section.
@@ -529,6 +597,7 @@ impl PieceWriter {
                 field: &index.field,
                 present: &index.present,
                 text: sorted(&index.terms.text),
+                hashed: &[],
                 // Kept in numeric order, which the keys' byte order follows.
                 numbers: index
                     .terms
@@ -577,10 +646,25 @@ impl PieceWriter {
         }
         put_table(compressor, data, &mut section, words, range);
         put_varint(&mut section, fields.len() as u64);
+        let mut any_hashed = false;
         for input in fields {
             let mut record = Vec::new();
             put_posting(data, input.present, range).put(&mut record);
-            put_table(compressor, data, &mut record, &input.text, range);
+            if input.hashed() {
+                any_hashed = true;
+                record.push(1);
+                let mut entries: Vec<(u32, u32)> = input.hashed.to_vec();
+                for (key, ordinals) in &input.text {
+                    let hash = value_hash(key);
+                    entries.extend(ordinals.iter().map(|ordinal| (hash, ordinal)));
+                }
+                entries.sort_unstable();
+                entries.dedup();
+                put_hashed(data, &mut record, &entries, range);
+            } else {
+                record.push(0);
+                put_table(compressor, data, &mut record, &input.text, range);
+            }
             let numbers: Vec<(&[u8], &Ordinals)> = input
                 .numbers
                 .iter()
@@ -614,7 +698,11 @@ impl PieceWriter {
             head,
             section: section_span,
             section_raw: section.len() as u64,
-            may_be_unindexed: json_full || !unindexed.is_empty(),
+            flags: if json_full || !unindexed.is_empty() {
+                FLAG_UNINDEXED
+            } else {
+                0
+            } | if any_hashed { FLAG_HASHED } else { 0 },
             start,
             base: self.flushed as i64,
         };
@@ -641,7 +729,7 @@ impl PieceWriter {
             },
             section: piece.section,
             section_raw: piece.section_raw,
-            may_be_unindexed: piece.may_be_unindexed,
+            flags: piece.flags,
             start: at,
             base: piece.base + (at as i64 - piece.start as i64),
         };
@@ -688,6 +776,7 @@ impl PieceWriter {
                 field: &field.field,
                 present: &field.present,
                 text: sorted(&field.text),
+                hashed: &field.hashed,
                 numbers: field
                     .numbers
                     .iter()
@@ -742,7 +831,7 @@ struct Entry<'a> {
     head: PieceHead<'a>,
     section: Span,
     section_raw: u64,
-    may_be_unindexed: bool,
+    flags: u8,
     /// Where the piece's bytes begin in the file.
     start: u64,
     /// What to add to the offsets inside the piece (its section's and those its section holds) for their
@@ -759,7 +848,7 @@ impl Entry<'_> {
         out.extend_from_slice(&self.head.times.1.to_le_bytes());
         self.section.put(out);
         put_varint(out, self.section_raw);
-        out.push(u8::from(self.may_be_unindexed));
+        out.push(self.flags);
         put_varint(out, self.start);
         // Zigzag: a piece copied to an earlier place than it had shifts down.
         put_varint(out, zigzag(self.base));
@@ -788,6 +877,8 @@ struct MergedField {
     present: Ordinals,
     /// Hashed (a merge looks up every term of every piece; most are new), sorted when written.
     text: FxHashMap<Vec<u8>, Ordinals>,
+    /// The (hash, ordinal) entries of pieces whose table of the field was hashed.
+    hashed: Vec<(u32, u32)>,
     numbers: BTreeMap<[u8; 8], Ordinals>,
     specials: [Ordinals; 3],
 }
@@ -859,6 +950,7 @@ impl Merged {
                     field,
                     present: Ordinals::default(),
                     text: FxHashMap::default(),
+                    hashed: Vec::new(),
                     numbers: BTreeMap::new(),
                     specials: Default::default(),
                 });
@@ -877,9 +969,15 @@ impl Merged {
             for (span, into) in record.specials.into_iter().zip(&mut merged.specials) {
                 read(span, into)?;
             }
-            record.text.scan(piece.piece, |key, bytes| {
-                posting(bytes, term_postings(&mut merged.text, key))
-            })?;
+            match &record.text {
+                TextTable::Sorted(table) => table.scan(piece.piece, |key, bytes| {
+                    posting(bytes, term_postings(&mut merged.text, key))
+                })?,
+                TextTable::Hashed(table) => table.each_entry(piece.piece, 0, |hash, ordinal| {
+                    merged.hashed.push((hash, ordinal));
+                    true
+                })?,
+            }
             record.numbers.scan(piece.piece, |key, bytes| {
                 let key: [u8; 8] = key
                     .try_into()
@@ -1044,8 +1142,9 @@ pub struct TenantPiece {
     section: Span,
     /// The section's length decompressed.
     section_raw: u64,
-    /// Whether some fields may be unindexed (the section lists them); most pieces have none.
-    may_be_unindexed: bool,
+    /// [`FLAG_UNINDEXED`]: some fields may be unindexed (the section lists them); most pieces have none.
+    /// [`FLAG_HASHED`]: some fields' text values are hashed.
+    flags: u8,
     /// Where the piece's bytes begin in the file.
     start: u64,
     /// Added to the offsets inside the piece (see [`Entry::base`]).
@@ -1117,7 +1216,7 @@ fn check(file: &Arc<PieceFile>, segments: Segments) -> io::Result<Vec<(String, T
             times: (reader.i64()?, reader.i64()?),
             section: reader.span()?,
             section_raw: reader.varint()?,
-            may_be_unindexed: reader.u8()? != 0,
+            flags: reader.u8()?,
             start: reader.varint()?,
             base: unzigzag(reader.varint()?),
         };
@@ -1294,7 +1393,14 @@ impl TenantPiece {
     /// Whether some events of the piece may have `field` without the piece knowing (see
     /// [`Terms::not_indexed`]); true as well when the file cannot be read.
     pub(crate) fn may_leave_out(&self, field: &Field) -> bool {
-        self.may_be_unindexed && self.load().map_or(true, |loaded| loaded.not_indexed(field))
+        self.flags & FLAG_UNINDEXED != 0
+            && self.load().map_or(true, |loaded| loaded.not_indexed(field))
+    }
+
+    /// Whether the piece may know `field`'s text values only by their hash (see [`Terms::hashed`]); true as
+    /// well when the file cannot be read.
+    pub(crate) fn may_hash(&self, field: &Field) -> bool {
+        self.flags & FLAG_HASHED != 0 && self.load().map_or(true, |loaded| loaded.hashed(field))
     }
 }
 
@@ -1501,9 +1607,15 @@ impl std::ops::Deref for Record<'_> {
 /// One field's record.
 struct FieldRecord<'a> {
     present: Span,
-    text: Table<'a>,
+    text: TextTable<'a>,
     numbers: Table<'a>,
     specials: [Span; 3],
+}
+
+/// A field's text values: a table of terms, or of their hashes.
+enum TextTable<'a> {
+    Sorted(Table<'a>),
+    Hashed(HashedTable),
 }
 
 impl<'a> FieldRecord<'a> {
@@ -1511,10 +1623,95 @@ impl<'a> FieldRecord<'a> {
         let mut reader = Reader::new(bytes);
         Ok(FieldRecord {
             present: reader.span()?,
-            text: Table::read(&mut reader)?,
+            text: match reader.u8()? {
+                0 => TextTable::Sorted(Table::read(&mut reader)?),
+                1 => TextTable::Hashed(HashedTable::read(&mut reader)?),
+                kind => return Err(invalid(format!("unknown text table kind {kind}"))),
+            },
             numbers: Table::read(&mut reader)?,
             specials: [reader.span()?, reader.span()?, reader.span()?],
         })
+    }
+
+    /// The text table, when it lists its values.
+    fn sorted(&self) -> io::Result<&Table<'a>> {
+        match &self.text {
+            TextTable::Sorted(table) => Ok(table),
+            TextTable::Hashed(_) => Err(invalid("a hashed table does not list its values")),
+        }
+    }
+}
+
+/// A hashed table's description, read from a field record.
+struct HashedTable {
+    chunks: Span,
+    /// Per chunk: its first hash, its offset and length in `chunks`.
+    directory: Vec<(u32, u64, u64)>,
+}
+
+impl HashedTable {
+    fn read(reader: &mut Reader<'_>) -> io::Result<HashedTable> {
+        reader.varint()?;
+        let chunks = reader.span()?;
+        let count = reader.varint()?;
+        let mut directory = Vec::with_capacity(count.min(1 << 16) as usize);
+        for _ in 0..count {
+            let hash = u32::try_from(reader.varint()?).map_err(|_| invalid("a hash beyond u32"))?;
+            directory.push((hash, reader.varint()?, reader.varint()?));
+        }
+        Ok(HashedTable { chunks, directory })
+    }
+
+    /// Calls `visit` with the (hash, ordinal) entries of the chunks from `from` on, until it returns false.
+    fn each_entry(
+        &self,
+        piece: &TenantPiece,
+        from: usize,
+        mut visit: impl FnMut(u32, u32) -> bool,
+    ) -> io::Result<()> {
+        let first = piece.first;
+        for &(first_hash, offset, len) in self.directory.iter().skip(from) {
+            let span = Span {
+                offset: self.chunks.offset + offset,
+                len,
+            };
+            let raw = piece.read_block(span, len)?;
+            let mut reader = Reader::new(&raw);
+            let mut hash = first_hash;
+            while !reader.done() {
+                hash = u32::try_from(u64::from(hash) + reader.varint()?)
+                    .map_err(|_| invalid("a hash beyond u32"))?;
+                let ordinal = u32::try_from(u64::from(first) + reader.varint()?)
+                    .ok()
+                    .filter(|&ordinal| ordinal < piece.end)
+                    .ok_or_else(|| invalid("an ordinal outside the piece"))?;
+                if !visit(hash, ordinal) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the events whose value may be `key` (those whose value has its hash).
+    fn lookup(&self, piece: &TenantPiece, key: &[u8], out: &mut RoaringBitmap) -> io::Result<()> {
+        let wanted = value_hash(key);
+        let position = self.directory.partition_point(|&(hash, ..)| hash <= wanted);
+        let Some(at) = position.checked_sub(1) else {
+            return Ok(());
+        };
+        // A hash's entries are never split between chunks.
+        let mut found = Vec::new();
+        self.each_entry(piece, at, |hash, ordinal| {
+            if hash == wanted {
+                found.push(ordinal);
+            }
+            hash <= wanted
+        })?;
+        found.sort_unstable();
+        found.dedup();
+        *out |= RoaringBitmap::from_sorted_iter(found).expect("sorted");
+        Ok(())
     }
 }
 
@@ -1608,6 +1805,15 @@ impl Terms for LoadedPiece<'_> {
                 && !matches!(self.field(field), Ok(Some(_))))
     }
 
+    fn hashed(&self, field: &Field) -> bool {
+        match self.field(field) {
+            Ok(None) => false,
+            Ok(Some(bytes)) => FieldRecord::read(&bytes)
+                .map_or(true, |record| matches!(record.text, TextTable::Hashed(_))),
+            Err(_) => true,
+        }
+    }
+
     fn present(&self, field: &Field, out: &mut RoaringBitmap) -> io::Result<()> {
         match self.field(field)? {
             Some(bytes) => self.add_posting(FieldRecord::read(&bytes)?.present, out),
@@ -1628,7 +1834,10 @@ impl Terms for LoadedPiece<'_> {
         let record = FieldRecord::read(&bytes)?;
         let piece = self.piece;
         let range = piece.range();
-        record.text.lookup(piece, operand.as_bytes(), range, out)?;
+        match &record.text {
+            TextTable::Sorted(table) => table.lookup(piece, operand.as_bytes(), range, out)?,
+            TextTable::Hashed(table) => table.lookup(piece, operand.as_bytes(), out)?,
+        }
         if !json {
             return Ok(());
         }
@@ -1652,7 +1861,7 @@ impl Terms for LoadedPiece<'_> {
         let record = FieldRecord::read(&bytes)?;
         let piece = self.piece;
         let range = piece.range();
-        record.text.scan(piece, |key, posting| {
+        record.sorted()?.scan(piece, |key, posting| {
             let text = std::str::from_utf8(key).map_err(|_| invalid("a term that is not UTF-8"))?;
             visit(TermKey::Text(text), &mut |out| {
                 read_posting(posting, range, out)

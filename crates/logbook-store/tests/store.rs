@@ -1269,6 +1269,64 @@ fn blocks_compressed_with_a_trained_dictionary_read_back() {
     );
 }
 
+/// A field whose values are nearly all unique (request ids) is kept in index files as a table of hashes:
+/// two values with the same hash (CRC32C) are both candidates for either, and the events are checked, so
+/// each query still finds only its own event; questions a hash cannot answer (prefixes, ranges) are answered
+/// by checking the events.
+#[test]
+fn values_kept_as_hashes_still_match_exactly() {
+    // Two request ids with the same CRC32C, found among these (the first collision is at a fixed place).
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = (0u32..)
+        .find_map(|n| {
+            let id = format!("req_{n:08}");
+            let hash = crc32c::crc32c(id.as_bytes());
+            seen.insert(hash, n).map(|earlier| (earlier, n))
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.segment_bytes = 96 << 10;
+    options.background_compaction = false;
+    let store = EmbeddedStore::open(options).expect("store opens");
+    store.create_tenant("acme", "Acme").unwrap();
+    // The pair first, so that they are in one compacted piece, among other ids.
+    let ids: Vec<u32> = [a, b].into_iter().chain(10_000_000..10_000_600).collect();
+    for chunk in ids.chunks(100) {
+        let events = chunk
+            .iter()
+            .map(|n| json!({"type": "request", "context": {"request_id": format!("req_{n:08}")}, "metadata": {"pad": "r".repeat(200)}}))
+            .collect();
+        append(&store, "acme", events);
+    }
+    assert!(store.compact().unwrap() >= 2);
+    for n in [a, b, 10_000_007, 10_000_599] {
+        let found = list_all(
+            &store,
+            "acme",
+            &format!("context.request_id=req_{n:08}"),
+            10,
+        );
+        assert_eq!(found.len(), 1, "req_{n:08}");
+        assert_eq!(found[0].context["request_id"], format!("req_{n:08}"));
+    }
+    let both = list_all(
+        &store,
+        "acme",
+        &format!("filter[context.request_id][in]=req_{a:08},req_{b:08}"),
+        10,
+    );
+    assert_eq!(both.len(), 2);
+    let prefixed = list_all(
+        &store,
+        "acme",
+        "filter[context.request_id][prefix]=req_100001",
+        100,
+    );
+    assert_eq!(prefixed.len(), 100);
+    assert!(list_all(&store, "acme", "context.request_id=req_nope", 10).is_empty());
+}
+
 /// A disk on which creating a block file takes a while, as a slow or busy disk would make compaction.
 struct SlowBlocks(logbook_store::io::RealFs);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Bytes per event of each field in the index pieces of at least MIN events (default 4096), for a data
-directory (format v3, see crates/logbook-store/src/piece.rs). Needs `pip install zstandard`.
+directory (format v4, see crates/logbook-store/src/piece.rs). Needs `pip install zstandard`.
 Usage: scripts/analysis/idx_fields.py DATA_DIR [MIN]"""
 import sys, struct, glob, collections, zstandard as zs
 def varint(b, i):
@@ -18,7 +18,7 @@ def table(b,i):
     for _ in range(k):
         st=i; l,i=varint(b,i); i+=l; _,i=varint(b,i); _,i=varint(b,i); _,i=varint(b,i); dirb+=i-st
     return (n,pl,cl,dirb),i
-sizes=collections.Counter(); terms=collections.Counter(); ev_total=0
+sizes=collections.Counter(); terms=collections.Counter(); hashed=collections.Counter(); ev_total=0
 minev=int(sys.argv[2]) if len(sys.argv)>2 else 4096
 for f in sorted(glob.glob(sys.argv[1]+'/blocks/*.idx')):
     b=open(f,'rb').read()
@@ -51,11 +51,19 @@ for f in sorted(glob.glob(sys.argv[1]+'/blocks/*.idx')):
             else:
                 rec=sec[j:j+ln]; j+=ln
             r=0; po,r=varint(rec,r); pl,r=varint(rec,r); sizes[fname]+=pl
-            (tn,tpl,tcl,td),r=table(rec,r); (nn,npl,ncl,nd),r=table(rec,r)
+            kind=rec[r]; r+=1
+            if kind==0:
+                (tn,tpl,tcl,td),r=table(rec,r)
+            else:
+                # a hashed table: entries, chunks span, chunks and their directory
+                tn,r=varint(rec,r); _,r=varint(rec,r); tcl,r=varint(rec,r); k,r=varint(rec,r)
+                for _ in range(3*k): _,r=varint(rec,r)
+                tpl=0; hashed[fname]+=1
+            (nn,npl,ncl,nd),r=table(rec,r)
             sizes[fname]+=tpl+tcl+npl+ncl; terms[fname]+=tn+nn
             for _ in range(3):
                 o,r=varint(rec,r); l2,r=varint(rec,r); sizes[fname]+=l2
 tot=sum(sizes.values())
 print('events',ev_total,'bytes',tot,'B/event',tot/ev_total)
 for k,v in sizes.most_common(25):
-    print(f'{k:40s} {v/ev_total:6.2f} B/event  terms/event {terms[k]/ev_total:.3f}')
+    print(f'{k:40s} {v/ev_total:6.2f} B/event  terms/event {terms[k]/ev_total:.3f}  hashed in {hashed[k]} pieces')

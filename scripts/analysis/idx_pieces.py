@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Index files by piece size: pieces, events, bytes per event, for a data directory (format v3, see
+"""Index files by piece size: pieces, events, bytes per event, for a data directory (formats v3 and v4, see
 crates/logbook-store/src/piece.rs). Usage: scripts/analysis/idx_pieces.py DATA_DIR"""
 import sys, struct, glob, collections
 def varint(b, i):

@@ -16,21 +16,23 @@
 //! over 4,096) and each is one more lookup for a query.
 //!
 //! ```text
-//! file:      "LOGBOOKI" (8) | format version u32 LE (=3) | first segment u32 LE | last segment u32 LE
+//! file:      "LOGBOOKI" (8) | format version u32 LE (=4) | first segment u32 LE | last segment u32 LE
 //!            data: per piece, its postings, term chunks and records, then its section; spans inside a
 //!                  piece are (offset, length), the offset shifted by the piece's base
 //!            directory: varint pieces, then per piece: tenant name, first and end ordinal, oldest and
 //!                       newest created_at (i64 LE), section span and length decompressed (a section is
-//!                       stored as zstd, or raw when that is not shorter), whether some fields may be
-//!                       unindexed (u8), where the piece's bytes begin in the file (varint), its base
+//!                       stored as zstd, or raw when that is not shorter), flags (u8: 1, some fields
+//!                       may be unindexed; 2, some are hashed), where the piece's bytes begin in the
+//!                       file (varint), its base
 //!                       (zigzag varint: what to add to the offsets inside it). A tenant has at most one
 //!                       piece per file when it was written from memory, and may have several in a merged
 //!                       file (its large pieces are copied, not merged)
 //!            trailer: directory offset u64 LE | directory length u64 LE | CRC32C of every byte before it
 //!                     (u32 LE) | "LOGBOOKI"
 //! section:   json fields full (u8) | varint count, unindexed fields | words table | varint count, then per
-//!            field: the field | varint length, record: present posting span, text table, number table,
-//!            true, false and null posting spans; the length is varint (length << 1 | apart): a record apart
+//!            field: the field | varint length, record: present posting span, text kind (u8: 0 a table, 1
+//!            a hashed table), text table, number table, true, false and null posting spans; the length is
+//!            varint (length << 1 | apart): a record apart
 //!            (over 96 bytes) is zstd (or raw, when not shorter) elsewhere, and the length is followed by its
 //!            varint offset and length decompressed
 //! table:     varint terms | postings span | chunks span | varint chunks, then per chunk its first key, its
@@ -39,6 +41,14 @@
 //!            (or the raw bytes, when not shorter) of up to 128 terms, each: varint bytes shared with the key before, the rest of the key, varint
 //!            (posting length << 1 | apart), then the posting itself or, when apart (over 48 bytes), its
 //!            varint offset in the postings span
+//! hashed:    varint entries | chunks span | varint chunks, then per chunk its first hash, its offset and
+//!            length in the chunks span. Entries are (CRC32C of the value's UTF-8, ordinal), sorted, each
+//!            as varint hash delta (from the one before in the chunk, the first from the chunk's first hash)
+//!            and varint ordinal from the piece's first; chunks are raw, of 256 entries or more (a hash's
+//!            entries are never split). A field's text values are hashed when it has at least 64, for at
+//!            least 9/10 of its events, of 12 bytes or more on average (unique values such as request ids:
+//!            their keys were most of the table), or when a piece merged had them hashed. Equality then finds a superset that the
+//!            listing checks; the values cannot be listed (ranges, prefixes, value counts check events)
 //! posting:   0, varint count, ordinals as varint deltas (the first from the piece's first ordinal); or
 //!            1, a roaring bitmap in its portable serialization, whichever is smaller; or 2 alone: every
 //!            event of the piece
@@ -466,18 +476,24 @@ struct FieldInput<'a> {
 
 impl FieldInput<'_> {
     /// Whether the field's text values are written as a hashed table: when some are only known by their
-    /// hash, or when nearly every event has its own value (request ids): the keys would be most of the
-    /// table (13 of the 49 bytes per event of the 1M benchmark's large pieces were request ids) and only
-    /// equality is asked of such values.
+    /// hash, or when nearly every event has its own value and the values are long (request ids): the keys
+    /// would be most of the table (13 of the 49 bytes per event of the 1M benchmark's large pieces were
+    /// request ids) and only equality is asked of such values. Short ids (`c_3508`) cost about as much
+    /// either way (a hash and an ordinal are ~5 bytes), so they keep their table and their ranges.
     fn hashed(&self) -> bool {
         !self.hashed.is_empty()
             || (self.text.len() >= HASHED_MIN_TERMS
-                && self.text.len() as u64 * 5 >= self.present.len() * 4)
+                && self.text.len() as u64 * 10 >= self.present.len() * 9
+                && self.text.iter().map(|(key, _)| key.len()).sum::<usize>()
+                    >= HASHED_MIN_BYTES * self.text.len())
     }
 }
 
-/// A field's text values are hashed when it has at least this many in a piece...
+/// A field's text values are hashed when it has at least this many in a piece, for at least 9/10 of its
+/// events...
 const HASHED_MIN_TERMS: usize = 64;
+/// ... and they are at least this long on average.
+const HASHED_MIN_BYTES: usize = 12;
 /// ... in chunks of this many (hash, ordinal) entries (more when a hash's entries would be split).
 const HASHED_CHUNK_ENTRIES: usize = 256;
 /// Flags of a piece's directory entry: some fields may be unindexed; some are hashed.

@@ -54,7 +54,7 @@ async fn memory_files_and_latency_stay_flat_under_mixed_load() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     // The read cache is held to 8 MiB: filled during the reads of the second half, a larger one would look
-    // like growth (it reached the 16 MiB allowance below in one CI run with the default 128 MiB).
+    // like growth (it reached the 16 MiB allowance below in one CI run with a default of 128 MiB).
     let server = Killed(serve_with(
         dir.path(),
         port,

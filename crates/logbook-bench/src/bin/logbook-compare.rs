@@ -833,6 +833,13 @@ async fn serve(dir: PathBuf, port: u16) -> Result<()> {
     {
         options.segment_bytes = mib.clamp(1, 1024) << 20;
     }
+    // The record cache's budget, as `logbook serve --cache-mib`.
+    if let Some(mib) = std::env::var("LOGBOOK_CACHE_MIB")
+        .ok()
+        .and_then(|mib| mib.parse::<usize>().ok())
+    {
+        options.cache_bytes = mib.max(1) << 20;
+    }
     // The merge threshold of index pieces, for experiments with merging.
     if let Some(events) = std::env::var("LOGBOOK_MERGE_EVENTS")
         .ok()

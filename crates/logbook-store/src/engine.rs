@@ -1024,10 +1024,13 @@ fn dictionary_path(blocks_dir: &Path, id: u32) -> PathBuf {
     blocks_dir.join(format!("{id:08x}.dict"))
 }
 
-/// Stores a dictionary for block files (synced, with its directory entry).
+/// Stores a dictionary for block files (synced, with its directory entry): its bytes, then their CRC32C
+/// (u32 LE), so that one torn by a crash before any block used it is told from a whole one.
 fn write_dictionary(fs: &dyn FileSystem, blocks_dir: &Path, dictionary: &Dictionary) -> Result<()> {
     let path = dictionary_path(blocks_dir, dictionary.id);
-    write_new_file(fs, blocks_dir, &path, &dictionary.bytes)
+    let mut bytes = dictionary.bytes.to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&dictionary.bytes).to_le_bytes());
+    write_new_file(fs, blocks_dir, &path, &bytes)
 }
 
 /// Writes `bytes` as the file `path` in `directory` (replacing one left by a failed attempt), syncs it and
@@ -1075,17 +1078,26 @@ fn read_dictionaries(
     let mut last = None;
     for name in names.iter().filter(|name| name.ends_with(".dict")) {
         let path = blocks_dir.join(name);
-        let bytes = fs
+        let mut bytes = fs
             .read(&path)
             .map_err(|e| StoreError::io(format!("failed to read {}", path.display()), e))?;
+        let whole = bytes.len() > 4 && {
+            let (content, crc) = bytes.split_at(bytes.len() - 4);
+            crc32c::crc32c(content).to_le_bytes() == crc
+        };
+        bytes.truncate(bytes.len().saturating_sub(4));
         let dictionary = Dictionary::new(bytes)
             .ok()
-            .filter(|dictionary| dictionary_path(blocks_dir, dictionary.id) == path)
-            .ok_or_else(|| StoreError::Corruption {
-                file: path.clone(),
-                offset: 0,
-                reason: "not the zstd dictionary its name says".into(),
-            })?;
+            .filter(|dictionary| whole && dictionary_path(blocks_dir, dictionary.id) == path);
+        let Some(dictionary) = dictionary else {
+            // Blocks are written only after their dictionary is whole and synced: no block uses this one
+            // (if one did, its damage shows when that block is read).
+            tracing::warn!(file = %path.display(), "removing a torn dictionary file");
+            fs.remove(&path)
+                .map_err(|e| StoreError::io(format!("failed to remove {}", path.display()), e))?;
+            wal::sync_directory(fs, blocks_dir)?;
+            continue;
+        };
         dictionaries.add(dictionary.clone());
         last = Some(dictionary);
     }

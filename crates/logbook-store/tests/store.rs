@@ -1255,6 +1255,13 @@ fn blocks_compressed_with_a_trained_dictionary_read_back() {
             .map(|name| std::fs::metadata(blocks.join(name)).unwrap().len())
             .sum();
         if dictionary {
+            // A dictionary torn by a crash before any block used it is removed at open.
+            let whole = std::fs::read(blocks.join(&dictionaries[0])).unwrap();
+            let torn = blocks.join("00000001.dict");
+            std::fs::write(&torn, &whole[..whole.len() / 2]).unwrap();
+            drop(open_with().unwrap());
+            assert!(!torn.exists());
+            assert_eq!(files(&blocks, ".dict"), dictionaries);
             std::fs::remove_file(blocks.join(&dictionaries[0])).unwrap();
             let error = open_with().err().expect("blocks without their dictionary");
             assert!(error.to_string().contains("dictionary"), "{error}");

@@ -602,7 +602,15 @@ impl Shared {
         let within =
             |piece: &TenantPiece| piece.segments.0 >= segments.0 && piece.segments.1 <= segments.1;
         let mut plan: Vec<(String, Vec<TenantPiece>)> = Vec::new();
-        for (tenant, index) in self.tenants.read().iter() {
+        // The tenants' indexes are read one by one with the map's lock released (as everywhere else that
+        // takes a tenant's lock).
+        let indexes: Vec<(String, Arc<RwLock<TenantIndex>>)> = self
+            .tenants
+            .read()
+            .iter()
+            .map(|(tenant, index)| (tenant.clone(), index.clone()))
+            .collect();
+        for (tenant, index) in indexes {
             let pieces: Vec<TenantPiece> = index
                 .read()
                 .pieces()
@@ -610,7 +618,7 @@ impl Shared {
                 .cloned()
                 .collect();
             if !pieces.is_empty() {
-                plan.push((tenant.clone(), pieces));
+                plan.push((tenant, pieces));
             }
         }
         plan.sort_unstable_by(|a, b| a.0.cmp(&b.0));

@@ -2,12 +2,9 @@
 """Bytes per event of each field in the index pieces of at least MIN events (default 4096), for a data
 directory (format v4, see crates/logbook-store/src/piece.rs). Needs `pip install zstandard`.
 Usage: scripts/analysis/idx_fields.py DATA_DIR [MIN]"""
-import sys, struct, glob, collections, zstandard as zs
-def varint(b, i):
-    v=0; s=0
-    while True:
-        x=b[i]; i+=1; v|=(x&0x7f)<<s; s+=7
-        if x<0x80: return v,i
+import sys, os, collections, zstandard as zs
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from idx_pieces import varint, pieces
 def dec(data, raw):
     if len(data)==raw: return data
     return zs.ZstdDecompressor().decompress(data, max_output_size=raw)
@@ -20,15 +17,8 @@ def table(b,i):
     return (n,pl,cl,dirb),i
 sizes=collections.Counter(); terms=collections.Counter(); hashed=collections.Counter(); ev_total=0
 minev=int(sys.argv[2]) if len(sys.argv)>2 else 4096
-for f in sorted(glob.glob(sys.argv[1]+'/blocks/*.idx')):
-    b=open(f,'rb').read()
-    doff,dlen=struct.unpack('<QQ',b[-28:-12]); d=b[doff:doff+dlen]; i=0
-    n,i=varint(d,i)
-    for _ in range(n):
-        l,i=varint(d,i); name=d[i:i+l]; i+=l
-        first,i=varint(d,i); end,i=varint(d,i); i+=16
-        so,i=varint(d,i); sl,i=varint(d,i); raw,i=varint(d,i); i+=1
-        start,i=varint(d,i); z,i=varint(d,i); base=(z>>1)^-(z&1)
+for b, entries in pieces(sys.argv[1]):
+    for first, end, so, sl, raw, start, base in entries:
         if end-first<minev: continue
         ev_total+=end-first
         sec=dec(b[so+base:so+base+sl], raw)

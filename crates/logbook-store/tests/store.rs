@@ -1332,6 +1332,24 @@ fn values_kept_as_hashes_still_match_exactly() {
     );
     assert_eq!(prefixed.len(), 100);
     assert!(list_all(&store, "acme", "context.request_id=req_nope", 10).is_empty());
+    // Counting by a hashed field reads its values from the events.
+    let now = now_millis();
+    let request = HistogramRequest {
+        interval_ms: 3_600_000,
+        start: now - 3_600_000,
+        end: now + 3_600_000,
+        group_by: Some(Field::parse("context.request_id").unwrap()),
+        top: 3,
+    };
+    let query = RawQuery::parse("").to_list_query(now).unwrap();
+    let histogram = store.histogram("acme", &query, &request).unwrap();
+    let total: u64 = histogram.buckets.iter().map(|bucket| bucket.count).sum();
+    assert_eq!(total, ids.len() as u64);
+    let mut names: Vec<String> = ids.iter().map(|n| format!("req_{n:08}")).collect();
+    names.sort();
+    names.truncate(3);
+    names.push("other".into());
+    assert_eq!(histogram.groups, names);
 }
 
 /// A disk on which creating a block file takes a while, as a slow or busy disk would make compaction.

@@ -28,7 +28,7 @@ use zstd::bulk::{Compressor, Decompressor};
 const MAX_DECOMPRESSED: usize = 1 << 30;
 
 static COMPRESSORS: Mutex<Vec<(i32, Compressor<'static>)>> = Mutex::new(Vec::new());
-static DECOMPRESSORS: Mutex<Vec<Decompressor<'static>>> = Mutex::new(Vec::new());
+static DECOMPRESSORS: Mutex<Vec<((), Decompressor<'static>)>> = Mutex::new(Vec::new());
 
 fn lock<T>(pool: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while the pool was held cannot leave a context half-used: contexts are reset on each use.
@@ -57,18 +57,34 @@ pub fn compress_fast(data: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Compresses `data` into one zstd frame that records its size.
 pub fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    pooled(
+        &COMPRESSORS,
+        level,
+        || Compressor::new(level),
+        |compressor| compressor.compress(data),
+    )
+}
+
+/// Runs `work` on a context of `pool` made for `key` (taken from the pool, or made by `make`), then puts the
+/// context back for the next caller.
+fn pooled<K: PartialEq + Copy, T, R>(
+    pool: &Mutex<Vec<(K, T)>>,
+    key: K,
+    make: impl FnOnce() -> io::Result<T>,
+    work: impl FnOnce(&mut T) -> io::Result<R>,
+) -> io::Result<R> {
     let taken = {
-        let mut pool = lock(&COMPRESSORS);
-        let found = pool.iter().position(|(pooled, _)| *pooled == level);
-        found.map(|position| pool.swap_remove(position))
+        let mut pool = lock(pool);
+        let found = pool.iter().position(|(pooled, _)| *pooled == key);
+        found.map(|position| pool.swap_remove(position).1)
     };
-    let (level, mut compressor) = match taken {
-        Some(pooled) => pooled,
-        None => (level, Compressor::new(level)?),
+    let mut context = match taken {
+        Some(context) => context,
+        None => make()?,
     };
-    let compressed = compressor.compress(data);
-    lock(&COMPRESSORS).push((level, compressor));
-    compressed
+    let result = work(&mut context);
+    lock(pool).push((key, context));
+    result
 }
 
 /// A dictionary's size; larger ones gained nothing on the demo events (16 KiB: 140.7 → 128.7 bytes per event
@@ -126,7 +142,7 @@ impl Dictionaries {
     }
 
     /// The dictionary with id `id`.
-    pub fn get(&self, id: u32) -> Option<Dictionary> {
+    fn get(&self, id: u32) -> Option<Dictionary> {
         self.known
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -136,28 +152,18 @@ impl Dictionaries {
 
     /// Decompresses one zstd frame compressed with dictionary `id`.
     fn decompress(&self, id: u32, data: &[u8]) -> io::Result<Vec<u8>> {
-        let taken = {
-            let mut pool = lock(&self.pool);
-            let found = pool.iter().position(|(pooled, _)| *pooled == id);
-            found.map(|position| pool.swap_remove(position).1)
+        let make = || {
+            let dictionary = self.get(id).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("compressed with dictionary {id:08x}, which the store does not have"),
+                )
+            })?;
+            Decompressor::with_dictionary(&dictionary.bytes)
         };
-        let mut decompressor = match taken {
-            Some(decompressor) => decompressor,
-            None => {
-                let dictionary = self.get(id).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!(
-                            "compressed with dictionary {id:08x}, which the store does not have"
-                        ),
-                    )
-                })?;
-                Decompressor::with_dictionary(&dictionary.bytes)?
-            }
-        };
-        let text = decompressor.decompress(data, MAX_DECOMPRESSED);
-        lock(&self.pool).push((id, decompressor));
-        text
+        pooled(&self.pool, id, make, |decompressor| {
+            decompressor.decompress(data, MAX_DECOMPRESSED)
+        })
     }
 }
 
@@ -208,18 +214,13 @@ pub fn decompress(data: &[u8]) -> io::Result<Vec<u8>> {
         }
         return Ok(text);
     }
-    let taken = lock(&DECOMPRESSORS).pop();
-    let mut decompressor = match taken {
-        Some(decompressor) => decompressor,
-        None => Decompressor::new()?,
-    };
-    let text = match Decompressor::upper_bound(data) {
-        Some(_) => decompressor.decompress(data, MAX_DECOMPRESSED),
-        // A frame that does not record its size (none of ours): the streaming decoder.
-        None => zstd::decode_all(data),
-    };
-    lock(&DECOMPRESSORS).push(decompressor);
-    text
+    pooled(&DECOMPRESSORS, (), Decompressor::new, |decompressor| {
+        match Decompressor::upper_bound(data) {
+            Some(_) => decompressor.decompress(data, MAX_DECOMPRESSED),
+            // A frame that does not record its size (none of ours): the streaming decoder.
+            None => zstd::decode_all(data),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -228,7 +228,8 @@ struct Shared {
     /// How far compaction is, for the writer's backpressure.
     backlog: Mutex<Backlog>,
     backlog_changed: Condvar,
-    /// The index files, by the segments each covers, in order (changed while `compacting` is held).
+    /// The index files, by the segments each covers, in order: compaction adds one at the end, a merge
+    /// replaces a run of them (while `merging` is held).
     index_files: Mutex<Vec<Segments>>,
     /// See [`StoreOptions::merge_events`]: merging larger pieces would save little (their tables are already
     /// large) and cost the most.
@@ -520,7 +521,13 @@ impl Shared {
                 }
             }
         }
-        self.index_files.lock().push((segment, segment));
+        {
+            // Once: a compaction tried again after removing its segment failed finds it listed.
+            let mut files = self.index_files.lock();
+            if files.last() != Some(&(segment, segment)) {
+                files.push((segment, segment));
+            }
+        }
         fs.remove(&wal_path)
             .map_err(|e| StoreError::io(format!("failed to remove {}", wal_path.display()), e))?;
         wal::sync_directory(fs, &self.wal_dir)?;
@@ -599,8 +606,6 @@ impl Shared {
     fn merge(&self, run: &[Segments]) -> Result<()> {
         let started = Instant::now();
         let segments = (run[0].0, run[run.len() - 1].1);
-        let within =
-            |piece: &TenantPiece| piece.segments.0 >= segments.0 && piece.segments.1 <= segments.1;
         let mut plan: Vec<(String, Vec<TenantPiece>)> = Vec::new();
         // The tenants' indexes are read one by one with the map's lock released (as everywhere else that
         // takes a tenant's lock).
@@ -614,7 +619,7 @@ impl Shared {
             let pieces: Vec<TenantPiece> = index
                 .read()
                 .pieces()
-                .filter(|p| within(p))
+                .filter(|piece| piece.within(segments))
                 .cloned()
                 .collect();
             if !pieces.is_empty() {
@@ -701,11 +706,7 @@ impl Shared {
 /// at a lower CPU priority (nice 10), so that under load ingest and queries go first and compaction catches
 /// up when the machine has time.
 fn run_compactor(shared: Arc<Shared>, wakeups: Receiver<()>) {
-    // On Linux, PRIO_PROCESS with a thread id changes only this thread's nice value. A failure only leaves
-    // the default priority.
-    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
-        tracing::debug!(%error, "could not lower the compactor's priority");
-    }
+    lower_priority(10);
     while wakeups.recv().is_ok() {
         match shared.compact_sealed() {
             Ok(_) => shared.wake_merger(),
@@ -715,14 +716,20 @@ fn run_compactor(shared: Arc<Shared>, wakeups: Receiver<()>) {
     }
 }
 
+/// Sets the calling thread's nice value (on Linux, PRIO_PROCESS with a thread id changes only that thread's).
+/// A failure only leaves the default priority.
+fn lower_priority(nice: i32) {
+    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        tracing::debug!(%error, nice, "could not lower a background thread's priority");
+    }
+}
+
 /// The merger thread: merges index files each time the compactor has compacted, until the store shuts down.
 /// It runs at the lowest CPU priority (nice 19): merging only makes files fewer and smaller, so it waits for
 /// ingest, queries and compaction, which at nice 10 would otherwise wait for it (a merge of 8 segments'
 /// files at 1M events takes ~0.9 s).
 fn run_merger(shared: Arc<Shared>, wakeups: Receiver<()>) {
-    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
-        tracing::debug!(%error, "could not lower the merger's priority");
-    }
+    lower_priority(19);
     while wakeups.recv().is_ok() {
         if let Err(error) = shared.merge_index_files() {
             // The files merged stay in use; the next wakeup tries again.
@@ -1072,16 +1079,9 @@ fn read_dictionaries(
     blocks_dir: &Path,
     dictionaries: &Dictionaries,
 ) -> Result<Option<Dictionary>> {
-    let mut names = match fs.list(blocks_dir) {
-        Ok(names) => names,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(StoreError::io(
-                format!("failed to read {}", blocks_dir.display()),
-                error,
-            ))
-        }
-    };
+    let mut names = fs
+        .list(blocks_dir)
+        .map_err(|e| StoreError::io(format!("failed to read {}", blocks_dir.display()), e))?;
     names.sort_unstable();
     let mut last = None;
     for name in names.iter().filter(|name| name.ends_with(".dict")) {

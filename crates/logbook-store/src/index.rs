@@ -591,7 +591,7 @@ impl TenantIndex {
         Ok(())
     }
 
-    /// The pieces of index files, in ordinal order, and the segments of each.
+    /// The pieces of index files, in ordinal order.
     pub(crate) fn pieces(&self) -> impl Iterator<Item = &TenantPiece> {
         self.parts.iter().filter_map(|part| match part {
             Part::Disk(piece) => Some(piece),
@@ -606,11 +606,7 @@ impl TenantIndex {
         segments: (u32, u32),
         pieces: Vec<TenantPiece>,
     ) -> std::result::Result<(), String> {
-        let within = |part: &Part| {
-            matches!(part, Part::Disk(_))
-                && part.segments().0 >= segments.0
-                && part.segments().1 <= segments.1
-        };
+        let within = |part: &Part| matches!(part, Part::Disk(piece) if piece.within(segments));
         let Some(start) = self.parts.iter().position(within) else {
             return Err(format!(
                 "no pieces of segments {}..={} to replace",
@@ -622,14 +618,13 @@ impl TenantIndex {
             .take_while(|part| within(part))
             .count();
         let old = &self.parts[start..start + count];
-        let span = |first: Option<u32>, end: Option<u32>| first.zip(end);
-        let before = span(old.first().map(Part::first), old.last().map(Part::end));
-        let after = span(
-            pieces.first().map(|p| p.first),
-            pieces.last().map(|p| p.end),
-        );
+        let before = (old[0].first(), old[count - 1].end());
+        let after = pieces
+            .first()
+            .map(|p| p.first)
+            .zip(pieces.last().map(|p| p.end));
         let consecutive = pieces.windows(2).all(|pair| pair[0].end == pair[1].first);
-        if before != after || !consecutive {
+        if after != Some(before) || !consecutive {
             return Err(format!(
                 "the index file of segments {}..={} holds ordinals {after:?}, its files {before:?}",
                 segments.0, segments.1

@@ -887,6 +887,12 @@ fn term_postings<'a>(terms: &'a mut FxHashMap<Vec<u8>, Ordinals>, key: &[u8]) ->
     terms.get_mut(key).expect("inserted")
 }
 
+/// Whether `field` is one of those a piece stops indexing new ones of once it has `MAX_JSON_FIELDS`
+/// (context keys and metadata paths).
+fn json_limited(field: &Field) -> bool {
+    matches!(field, Field::Metadata(_) | Field::Context(_))
+}
+
 /// One field of pieces being merged.
 struct MergedField {
     field: Field,
@@ -960,7 +966,9 @@ impl Merged {
         let mut fields = HashSet::new();
         piece.each_record(|name, at| {
             let field = read_field(&mut Reader::new(name))?;
-            fields.insert(field.clone());
+            if piece.json_full {
+                fields.insert(field.clone());
+            }
             let number = *self.numbers.entry(field.clone()).or_insert_with(|| {
                 self.fields.push(MergedField {
                     field,
@@ -1013,8 +1021,7 @@ impl Merged {
     fn unindexed(&self) -> Vec<Field> {
         let mut unindexed = self.unindexed.clone();
         for merged in &self.fields {
-            let json = matches!(merged.field, Field::Metadata(_) | Field::Context(_));
-            if json
+            if json_limited(&merged.field)
                 && !unindexed.contains(&merged.field)
                 && self
                     .full_pieces_fields
@@ -1335,6 +1342,11 @@ impl TenantPiece {
         self.end - self.first
     }
 
+    /// Whether the piece's segments are among `segments` (first and last).
+    pub(crate) fn within(&self, (first, last): Segments) -> bool {
+        self.segments.0 >= first && self.segments.1 <= last
+    }
+
     /// Where `span` (an offset inside the piece) is in the file.
     fn shifted(&self, span: Span) -> io::Result<Span> {
         let offset = i64::try_from(span.offset)
@@ -1354,15 +1366,13 @@ impl TenantPiece {
             offset: self.start,
             len: self.stored_end() - self.start,
         })?;
+        let bytes = Arc::new(PieceBytes {
+            bytes,
+            start: self.start,
+        });
         let file = PieceFile {
-            id: NEXT_FILE_ID.fetch_add(1, AtomicOrdering::Relaxed),
-            len: self.file.len,
-            path: self.file.path.clone(),
-            file: Arc::new(PieceBytes {
-                bytes,
-                start: self.start,
-            }),
             cached: false,
+            ..PieceFile::new(self.file.path.clone(), bytes, self.file.len)
         };
         Ok(TenantPiece {
             file: Arc::new(file),
@@ -1816,12 +1826,14 @@ impl LoadedPiece<'_> {
 impl Terms for LoadedPiece<'_> {
     fn not_indexed(&self, field: &Field) -> bool {
         self.unindexed.contains(field)
-            || (self.json_full
-                && matches!(field, Field::Metadata(_) | Field::Context(_))
-                && !matches!(self.field(field), Ok(Some(_))))
+            || (self.json_full && json_limited(field) && !matches!(self.field(field), Ok(Some(_))))
     }
 
     fn hashed(&self, field: &Field) -> bool {
+        if self.piece.flags & FLAG_HASHED == 0 {
+            // Most pieces have no hashed field: their records are not read again to tell.
+            return false;
+        }
         match self.field(field) {
             Ok(None) => false,
             Ok(Some(bytes)) => FieldRecord::read(&bytes)

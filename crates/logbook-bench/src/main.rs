@@ -129,6 +129,8 @@ async fn dashboard_loads(base: &str, key: &str, loads: usize) -> Result<Value> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // As `logbook` does (crates/logbook-cli/src/main.rs): no transparent huge pages for mimalloc's arenas.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = Args::parse();
     let temporary = tempfile::tempdir()?;
     let data_dir = args

@@ -1565,6 +1565,9 @@ fn print_table(report: &Value) {
 // ---------------------------------------------------------------------------------------------------------
 
 fn main() -> Result<()> {
+    // As `logbook` does (crates/logbook-cli/src/main.rs): no transparent huge pages for mimalloc's arenas. Set
+    // before the children start, so the server, the engine and the SQLite process all run this way.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = Args::parse();
     match args.internal {
         Some(Internal::Serve { dir, port }) => {

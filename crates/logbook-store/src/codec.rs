@@ -13,8 +13,11 @@
 //!   [`Dictionaries`]): most of a small block is what every event repeats (keys, types, user agents), which
 //!   the dictionary holds once. A frame names its dictionary by id; frames without one read as before.
 //!
-//! [`text_of`] and [`into_text`] read all three: a zstd frame starts with its own magic number (`28 B5 2F FD`),
-//! never `LZ4B` or `{`. Logs written before records were LZ4 hold zstd records, which are read as before.
+//! - A block whose events' ids and hashes are kept apart as bytes ([`columns`]) starts `LBC1`; its text,
+//!   without them, is one zstd frame after the columns.
+//!
+//! [`text_of`] reads the first three and [`into_text`] all four: a zstd frame starts with its own magic number
+//! (`28 B5 2F FD`), never `LZ4B`, `LBC1` or `{`. Logs written before records were LZ4 hold zstd records, which are read as before.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -22,6 +25,8 @@ use std::io;
 use std::sync::{Arc, Mutex, RwLock};
 
 use zstd::bulk::{Compressor, Decompressor};
+
+use crate::columns;
 
 /// Largest decompressed record or block accepted (records are bounded by the request body limit, blocks by
 /// the compactor's block size; this only guards the allocation against a damaged size field).
@@ -187,9 +192,17 @@ pub fn into_text(data: Vec<u8>, dictionaries: &Dictionaries) -> io::Result<Vec<u
     if is_raw(&data) {
         return Ok(data);
     }
-    match zstd::zstd_safe::get_dict_id_from_frame(&data) {
-        Some(id) if !data.starts_with(LZ4_MAGIC) => dictionaries.decompress(id.get(), &data),
-        _ => decompress(&data),
+    if data.starts_with(columns::MAGIC) {
+        return columns::join(&data, |frame| decompress_frame(frame, dictionaries));
+    }
+    decompress_frame(&data, dictionaries)
+}
+
+/// Decompresses an LZ4 payload or a zstd frame, with its dictionary when it names one.
+fn decompress_frame(data: &[u8], dictionaries: &Dictionaries) -> io::Result<Vec<u8>> {
+    match zstd::zstd_safe::get_dict_id_from_frame(data) {
+        Some(id) if !data.starts_with(LZ4_MAGIC) => dictionaries.decompress(id.get(), data),
+        _ => decompress(data),
     }
 }
 

@@ -18,6 +18,7 @@
 //! is removed at the next open) or a complete block file (a WAL segment it replaced is removed at the next open).
 
 use crate::codec::{self, Dictionary};
+use crate::columns;
 use crate::error::{Result, StoreError};
 use crate::index::Location;
 use crate::io::FileSystem;
@@ -313,7 +314,12 @@ pub fn build_with(
                 .step_by(step)
                 .map(|&(_, record, begin, end)| &texts[record][begin..end])
                 .collect();
-            codec::train(&samples)
+            // The dictionary is for what is compressed: event lines without their ids and hashes.
+            let stripped: Vec<Vec<u8>> = samples
+                .iter()
+                .map(|&line| columns::strip_line(line))
+                .collect();
+            codec::train(&stripped.iter().map(Vec::as_slice).collect::<Vec<_>>())
         } else {
             None
         };
@@ -353,7 +359,12 @@ pub fn build_with(
                 offset: bytes.len() as u64,
                 compacted: true,
             };
-            wal::frame(KIND_EVENTS, &compress(&text)?, &mut bytes);
+            // Ids and hashes apart as bytes when every line allows it (all that this server writes).
+            let payload = match columns::split(&text) {
+                Some(split) => columns::payload(&split.columns, &compress(&split.stripped)?),
+                None => compress(&text)?,
+            };
+            wal::frame(KIND_EVENTS, &payload, &mut bytes);
             for (line, &(seq, ..)) in remaining[..taken].iter().enumerate() {
                 moved.push((
                     seq,

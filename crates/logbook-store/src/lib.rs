@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod columns;
 pub mod compact;
 pub mod engine;
 pub mod error;

@@ -96,6 +96,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(mib) = args.cache_mib.or(file.cache_mib) {
         options.cache_bytes = mib << 20;
     }
+    if let Some(level) = args.block_level.or(file.block_level) {
+        anyhow::ensure!(
+            (1..=19).contains(&level),
+            "block_level must be between 1 and 19, not {level}"
+        );
+        options.compaction_level = level;
+        options.dictionary_level = level;
+    }
     let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(options))
         .await?
         .with_context(|| format!("failed to open the data directory {}", data_dir.display()))?;

@@ -88,8 +88,14 @@ pub struct ServeArgs {
     /// Memory (MiB) for decompressed events kept for reads. Default 64.
     #[arg(long, env = "LOGBOOK_CACHE_MIB")]
     pub cache_mib: Option<usize>,
+    /// zstd level (1-19) of the block files that sealed segments are compacted into. Default: 1 (3 for the
+    /// blocks written before the store has trained its dictionary). Higher levels take less disk for more
+    /// of the compactor's CPU, which ingest shares: at 1M demo events, level 6 stored ~10 bytes per event
+    /// less than level 1 and took ~1.3x its compaction time (BENCHMARKS.md).
+    #[arg(long, env = "LOGBOOK_BLOCK_LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub block_level: Option<i32>,
     /// Optional TOML configuration file (keys: data_dir, listen, admin_key, max_body_bytes, body_timeout_secs,
-    /// entity_catalog, segment_mib, cache_mib, [limits]).
+    /// entity_catalog, segment_mib, cache_mib, block_level, [limits]).
     #[arg(long, env = "LOGBOOK_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -113,6 +119,8 @@ pub struct FileConfig {
     pub segment_mib: Option<u64>,
     /// See `logbook serve --cache-mib`.
     pub cache_mib: Option<usize>,
+    /// See `logbook serve --block-level`.
+    pub block_level: Option<i32>,
 }
 
 #[derive(Args, Debug)]

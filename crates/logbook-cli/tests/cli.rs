@@ -364,3 +364,30 @@ fn the_server_runs_without_transparent_huge_pages() {
         .expect("the kernel reports THP_enabled (Linux 5.0 or later)");
     assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
+
+#[test]
+fn block_levels_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .arg("serve")
+            .args(args)
+            .env("LOGBOOK_DATA_DIR", dir.path().join("data"))
+            .env("LOGBOOK_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap()
+    };
+    let flag = serve(&["--block-level", "0"]);
+    assert_eq!(flag.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&flag.stderr).contains("--block-level"));
+    let config = dir.path().join("logbook.toml");
+    std::fs::write(&config, "block_level = 30\n").unwrap();
+    let file = serve(&["--config", config.to_str().unwrap()]);
+    assert_eq!(file.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&file.stderr)
+            .contains("block_level must be between 1 and 19, not 30"),
+        "{}",
+        String::from_utf8_lossy(&file.stderr)
+    );
+}

@@ -847,6 +847,14 @@ async fn serve(dir: PathBuf, port: u16) -> Result<()> {
     {
         options.merge_events = events;
     }
+    // The zstd level of block files, as `logbook serve --block-level`.
+    if let Some(level) = std::env::var("LOGBOOK_BLOCK_LEVEL")
+        .ok()
+        .and_then(|level| level.parse::<i32>().ok())
+    {
+        options.compaction_level = level.clamp(1, 19);
+        options.dictionary_level = level.clamp(1, 19);
+    }
     let store = EmbeddedStore::open(options)?;
     store.ensure_admin_key(Some(ADMIN))?;
     let store: Arc<dyn EventStore> = Arc::new(store);

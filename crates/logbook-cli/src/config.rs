@@ -85,7 +85,7 @@ pub struct ServeArgs {
     /// compacted into per-tenant block files in the background. Default 40.
     #[arg(long, env = "LOGBOOK_SEGMENT_MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub segment_mib: Option<u64>,
-    /// Memory (MiB) for decompressed events kept for reads. Default 64.
+    /// Memory (MiB) for decompressed events kept for reads. Default 32.
     #[arg(long, env = "LOGBOOK_CACHE_MIB")]
     pub cache_mib: Option<usize>,
     /// zstd level (1-19) of the block files that sealed segments are compacted into. Default: 1 (3 for the

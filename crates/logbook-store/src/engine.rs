@@ -60,9 +60,10 @@ pub struct StoreOptions {
     pub fs: Arc<dyn FileSystem>,
     /// A WAL segment is closed and a new one started past this size.
     pub segment_bytes: u64,
-    /// Decompressed records kept in memory, in bytes of JSON (at least one record is kept). 64 MiB: at 1M
-    /// events the benchmark's peak RSS was 653–657 MB with 64 against 732–795 with 128, its query shapes
-    /// as fast (BENCHMARKS.md).
+    /// Decompressed records kept in memory, in bytes of JSON (at least one record is kept). 32 MiB: at 1M
+    /// events the benchmark's peak RSS was 520/536 MB with 32 against 598/558 with 64 (and 732–795 with
+    /// 128), its query shapes within the runs' spread (BENCHMARKS.md). A WAL record that falls out is
+    /// read back raw from the page cache, without decompression.
     pub cache_bytes: usize,
     /// Compact sealed WAL segments into per-tenant block files on a background thread. Tests that need every
     /// file operation in a known order turn it off and call [`EmbeddedStore::compact`] themselves.
@@ -94,7 +95,7 @@ impl StoreOptions {
             // records did, and the fewer events a segment holds, the smaller each tenant's blocks in its block
             // file and the worse they compress (150 bytes per event at 10M with 16 MiB, 139 before).
             segment_bytes: 40 << 20,
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
             background_compaction: true,
             compaction_level: 3,
             dictionary_level: 1,

@@ -64,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
         for segment in kept {
             let _ = compact::read(&fs, blocks_dir, segment, |_, payload| {
                 if let Ok(text) = zstd::decode_all(payload) {
-                    events += text.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64;
+                    events += text
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        .saturating_sub(1) as u64;
                 }
                 Ok(())
             });

@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let sealed = logbook_core::signed::seal(SECRET, data);
     if let Ok(cursor) = Cursor::decode(&sealed, SECRET) {
-        assert_eq!(Cursor::decode(&cursor.encode(SECRET), SECRET).ok(), Some(cursor));
+        assert_eq!(
+            Cursor::decode(&cursor.encode(SECRET), SECRET).ok(),
+            Some(cursor)
+        );
     }
 });

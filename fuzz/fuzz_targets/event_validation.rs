@@ -31,5 +31,9 @@ fuzz_target!(|data: &[u8]| {
         "the writer's stored line is serde_json's"
     );
     let parsed: logbook_core::Event = serde_json::from_str(&stored).expect("a stored event parses");
-    assert_eq!(parsed.compute_hash(), event.hash, "the hash survives a round trip");
+    assert_eq!(
+        parsed.compute_hash(),
+        event.hash,
+        "the hash survives a round trip"
+    );
 });

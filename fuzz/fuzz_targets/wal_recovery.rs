@@ -21,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
             bytes.extend_from_slice(&segment.to_le_bytes());
         }
         bytes.extend_from_slice(part);
-        let file = fs.create_new(&wal::segment_path(directory, segment)).unwrap();
+        let file = fs
+            .create_new(&wal::segment_path(directory, segment))
+            .unwrap();
         file.write_all_at(&bytes, 0).unwrap();
     }
     let mut first = Vec::new();

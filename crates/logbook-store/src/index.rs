@@ -1,7 +1,8 @@
 //! The per-tenant search index of the embedded engine, held in memory and rebuilt from the log on open.
 //!
 //! Events of a tenant are numbered by ordinal `seq - 1` (seq is dense per tenant). The index keeps:
-//! - `entries[ordinal]`: created_at, the id (a ULID) and where the body is in the log, in 40 bytes;
+//! - `entries[ordinal]`: created_at, the id's random part (its time part is `created_at`) and where the body is
+//!   in the log, in 32 bytes;
 //! - `by_time`: the set of `(created_at, ordinal)` ([`TimeOrder`]), which is the listing order (`created_at`,
 //!   then `seq`), and how an id is found (its ULID time is `created_at`);
 //! - `fields[number]`, for every text field, resource and context key and metadata path: a `present` set
@@ -105,44 +106,58 @@ pub struct Location {
     pub line: u32,
 }
 
-/// One event in the index, 40 bytes (there is one per event, so every byte is 10 MB at 10M events): the id
-/// as two halves (a `u128` would align the entry to 16 bytes), and the location unpacked, with the
-/// record's `compacted` flag in the top bit of its offset.
+/// One event in the index, 32 bytes (there is one per event, so every byte is 10 MB at 10M events). An id is
+/// a ULID whose time part is the event's `created_at` (an id is only looked for among the events of its
+/// millisecond, [`TenantIndex::ordinal_of_id`]), so only its 80 random bits are kept: `random` and
+/// `random_low`. The location is unpacked, its offset in 39 bits (`offset` and `offset_high`, records start
+/// far below 512 GiB into a file) with the record's `compacted` flag in the top bit of `offset_high`.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     pub created_at: i64,
-    id: [u64; 2],
-    offset: u64,
+    random: u64,
+    offset: u32,
     segment: u32,
     line: u32,
+    random_low: u16,
+    offset_high: u8,
 }
 
-/// `offset`'s bit for [`RecordPosition::compacted`]; offsets in a file are far below it.
-const COMPACTED: u64 = 1 << 63;
+/// `offset_high`'s bit for [`RecordPosition::compacted`].
+const COMPACTED: u8 = 1 << 7;
+/// Offsets of records below this fit an entry.
+const OFFSET_LIMIT: u64 = 1 << 39;
 
 impl Entry {
     fn new(created_at: i64, id: u128, location: Location) -> Entry {
         let mut entry = Entry {
             created_at,
-            id: [(id >> 64) as u64, id as u64],
+            random: (id >> 16) as u64,
             offset: 0,
             segment: 0,
             line: 0,
+            random_low: id as u16,
+            offset_high: 0,
         };
         entry.set_location(location);
         entry
     }
 
-    fn id(&self) -> u128 {
-        (u128::from(self.id[0]) << 64) | u128::from(self.id[1])
+    /// The id's 80 random bits (the low bits of its 128).
+    fn random_bits(&self) -> u128 {
+        (u128::from(self.random) << 16) | u128::from(self.random_low)
+    }
+
+    /// Whether `id` (a ULID's 128 bits, its time part the millisecond looked in) is this event's.
+    fn has_id(&self, id: u128) -> bool {
+        self.random_bits() == id & ((1 << 80) - 1)
     }
 
     pub fn location(&self) -> Location {
         Location {
             record: RecordPosition {
                 segment: self.segment,
-                offset: self.offset & !COMPACTED,
-                compacted: self.offset & COMPACTED != 0,
+                offset: (u64::from(self.offset_high & !COMPACTED) << 32) | u64::from(self.offset),
+                compacted: self.offset_high & COMPACTED != 0,
             },
             line: self.line,
         }
@@ -150,8 +165,10 @@ impl Entry {
 
     fn set_location(&mut self, location: Location) {
         let record = location.record;
-        assert!(record.offset < COMPACTED, "a record offset below 2^63");
-        self.offset = record.offset | if record.compacted { COMPACTED } else { 0 };
+        assert!(record.offset < OFFSET_LIMIT, "a record offset below 2^39");
+        self.offset = record.offset as u32;
+        self.offset_high =
+            (record.offset >> 32) as u8 | if record.compacted { COMPACTED } else { 0 };
         self.segment = record.segment;
         self.line = location.line;
     }
@@ -481,7 +498,7 @@ impl TenantIndex {
                 false,
             )
             .map(|(_, ordinal)| ordinal)
-            .find(|&ordinal| self.entries[ordinal as usize].id() == key)
+            .find(|&ordinal| self.entries[ordinal as usize].has_id(key))
     }
 
     /// Adds the next event of the tenant; `event.seq` must be `len() + 1`. Its fields go to the in-memory
@@ -1711,13 +1728,16 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_forty_bytes_and_keeps_its_id_and_location() {
-        assert_eq!(std::mem::size_of::<Entry>(), 40);
-        let id = (0x0192_3456_789a_u128 << 80) | 0xfedc_ba98_7654_3210_0123;
+    fn an_entry_is_thirty_two_bytes_and_keeps_its_id_and_location() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+        let time = 0x0192_3456_789a_u128;
+        let random = 0xfedc_ba98_7654_3210_0123_u128;
+        let id = (time << 80) | random;
         for (segment, offset, compacted, line) in [
             (0, 0, false, 0),
             (7, 123_456, true, 9),
-            (u32::MAX, (1 << 63) - 1, true, u32::MAX),
+            (9, (1 << 32) + 5, false, 3),
+            (u32::MAX, OFFSET_LIMIT - 1, true, u32::MAX),
         ] {
             let location = Location {
                 record: RecordPosition {
@@ -1727,11 +1747,15 @@ mod tests {
                 },
                 line,
             };
-            let mut entry = Entry::new(-5, id, location);
+            let mut entry = Entry::new(time as i64, id, location);
             assert_eq!(
-                (entry.created_at, entry.id(), entry.location()),
-                (-5, id, location)
+                (entry.created_at, entry.location()),
+                (time as i64, location)
             );
+            assert!(entry.has_id(id));
+            // Another random part is another event; the time part is the millisecond searched.
+            assert!(!entry.has_id(id ^ 1));
+            assert!(!entry.has_id(id ^ (1 << 79)));
             let moved = Location {
                 record: RecordPosition {
                     compacted: !compacted,
@@ -1740,7 +1764,8 @@ mod tests {
                 line: 1,
             };
             entry.set_location(moved);
-            assert_eq!((entry.id(), entry.location()), (id, moved));
+            assert_eq!(entry.location(), moved);
+            assert!(entry.has_id(id));
         }
     }
 }

@@ -9,7 +9,9 @@
 //! record:  the WAL's framing (length, CRC32C, kind, payload)
 //!   kind 1 (events): zstd of a header line, then event lines — the WAL's record payload. The first record's
 //!                    header lists the segment's request-level idempotency keys still in their window; each
-//!                    other record holds up to BLOCK_EVENTS events of one tenant, in seq order.
+//!                    other record holds up to BLOCK_EVENTS events of one tenant, in seq order, with their
+//!                    ids and hashes kept apart as bytes before the zstd frame (`LBC1`, [`columns`]) when
+//!                    every line allows it.
 //!   kind 2 (seal):   the number of events (u64 LE); always last
 //! ```
 //!

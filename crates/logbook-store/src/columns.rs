@@ -18,6 +18,7 @@
 //! of the block has exactly that form and its id and hash read back as the same characters (upper-case ULID,
 //! lower-case hex); otherwise the block is stored whole, as before. Joining puts the same bytes back.
 
+use crate::piece::{put_varint, unzigzag, zigzag, Reader};
 use std::io;
 
 /// The first bytes of a payload with columns (a zstd frame starts `28 B5 2F FD`, a raw record `{`, LZ4
@@ -124,29 +125,20 @@ pub fn join(
     let rest = payload
         .strip_prefix(MAGIC)
         .ok_or_else(|| invalid("not a block with columns"))?;
-    let (count, rest) = rest
-        .split_first_chunk::<4>()
-        .ok_or_else(|| invalid("block columns cut short"))?;
-    let count = u32::from_le_bytes(*count) as usize;
-    let fixed = count
-        .checked_mul(HASH_BYTES + RANDOM_BYTES)
-        .filter(|&fixed| fixed <= rest.len())
-        .ok_or_else(|| invalid("block columns longer than the block"))?;
-    let (hashes, rest) = rest[..fixed].split_at(count * HASH_BYTES);
-    let randoms = rest;
+    let mut reader = Reader::new(rest);
+    let count = u32::from_le_bytes(reader.take(4)?.try_into().expect("4 bytes")) as usize;
+    let hashes = reader.take(count * HASH_BYTES)?;
+    let randoms = reader.take(count * RANDOM_BYTES)?;
     let mut times = Vec::with_capacity(count);
-    let mut rest = &payload[MAGIC.len() + 4 + fixed..];
     let mut time = 0u64;
     for _ in 0..count {
-        let (value, after) = take_varint(rest).ok_or_else(|| invalid("bad id time"))?;
-        time = time.wrapping_add(unzigzag(value) as u64);
+        time = time.wrapping_add(unzigzag(reader.varint()?) as u64);
         if time >> 48 != 0 {
             return Err(invalid("id time beyond 48 bits"));
         }
         times.push(time);
-        rest = after;
     }
-    let stripped = decompress(rest)?;
+    let stripped = decompress(reader.rest())?;
     let header_end = memchr::memchr(b'\n', &stripped)
         .map(|end| end + 1)
         .ok_or_else(|| invalid("block text without its header line"))?;
@@ -159,7 +151,11 @@ pub fn join(
     let mut lines = lines(body);
     let mut ulid = [0u8; ULID_CHARS];
     let mut hex = [0u8; HASH_HEX];
-    for (index, &time) in times.iter().enumerate() {
+    let ids_and_hashes = times
+        .iter()
+        .zip(randoms.chunks_exact(RANDOM_BYTES))
+        .zip(hashes.chunks_exact(HASH_BYTES));
+    for ((&time, random), hash) in ids_and_hashes {
         let line = lines
             .next()
             .ok_or_else(|| invalid("fewer event lines than ids"))?;
@@ -169,12 +165,9 @@ pub fn join(
             .ok_or_else(|| invalid("an event line without its braces"))?;
         let mut id = [0u8; 16];
         id[..6].copy_from_slice(&time.to_be_bytes()[2..]);
-        id[6..].copy_from_slice(&randoms[index * RANDOM_BYTES..(index + 1) * RANDOM_BYTES]);
+        id[6..].copy_from_slice(random);
         ulid::Ulid::from_bytes(id).array_to_str(&mut ulid);
-        write_hash(
-            &hashes[index * HASH_BYTES..(index + 1) * HASH_BYTES],
-            &mut hex,
-        );
+        hex::encode_to_slice(hash, &mut hex).expect("64 hex digits for 32 bytes");
         text.extend_from_slice(ID_PREFIX);
         text.extend_from_slice(&ulid);
         text.extend_from_slice(ID_END);
@@ -210,61 +203,18 @@ fn read_ulid(text: &[u8]) -> Option<u128> {
     (ulid.array_to_str(&mut again).as_bytes() == text.as_bytes()).then_some(ulid.0)
 }
 
-/// Lower-case hex digits.
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// The value of a lower-case hex digit, or `None` for any other byte (upper case included: it would not
-/// read back as the same characters).
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
-    }
-}
-
-/// A hash's 32 bytes from its 64 lower-case hex digits.
+/// A hash's 32 bytes from its 64 lower-case hex digits (upper case would not read back as the same
+/// characters).
 fn read_hash(text: &[u8]) -> Option<[u8; HASH_BYTES]> {
+    if !text
+        .iter()
+        .all(|&c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    {
+        return None;
+    }
     let mut hash = [0u8; HASH_BYTES];
-    for (byte, pair) in hash.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = hex_value(pair[0])? << 4 | hex_value(pair[1])?;
-    }
-    (text.len() == HASH_HEX).then_some(hash)
-}
-
-/// A hash's 64 lower-case hex digits (`hex::encode_to_slice` was ~3% of an export's samples).
-fn write_hash(hash: &[u8], out: &mut [u8; HASH_HEX]) {
-    for (pair, &byte) in out.chunks_exact_mut(2).zip(hash) {
-        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
-    }
-}
-
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn unzigzag(value: u64) -> i64 {
-    ((value >> 1) as i64) ^ -((value & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0u64;
-    for (index, &byte) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Some((value, &bytes[index + 1..]));
-        }
-    }
-    None
+    hex::decode_to_slice(text, &mut hash).ok()?;
+    Some(hash)
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn invalid(reason: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason.into())
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
         value >>= 7;
@@ -166,27 +166,33 @@ impl Span {
     }
 }
 
-/// Reads the encodings above from a byte slice; running out is an error.
-struct Reader<'a> {
+/// Reads the encodings above (and those of block columns, [`crate::columns`]) from a byte slice; running out
+/// is an error.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Reader { bytes, at: 0 }
+    }
+
+    /// What is left to read.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.at.min(self.bytes.len())..]
     }
 
     fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
 
-    fn take(&mut self, count: usize) -> io::Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, count: usize) -> io::Result<&'a [u8]> {
         let end = self
             .at
             .checked_add(count)
             .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| invalid("truncated index data"))?;
+            .ok_or_else(|| invalid("truncated data"))?;
         let taken = &self.bytes[self.at..end];
         self.at = end;
         Ok(taken)
@@ -196,7 +202,7 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
-    fn varint(&mut self) -> io::Result<u64> {
+    pub(crate) fn varint(&mut self) -> io::Result<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.u8()?;
@@ -871,11 +877,11 @@ impl Entry<'_> {
     }
 }
 
-fn zigzag(value: i64) -> u64 {
+pub(crate) fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-fn unzigzag(value: u64) -> i64 {
+pub(crate) fn unzigzag(value: u64) -> i64 {
     (value >> 1) as i64 ^ -((value & 1) as i64)
 }
 

@@ -19,11 +19,21 @@ pub fn now_millis() -> Millis {
 /// formatted twice as it is written (for its hash and its stored line), so the accepted range (years 1970 to
 /// 9999) is written digit by digit; anything else goes through chrono, which a test checks this against.
 pub fn format_millis(millis: Millis) -> String {
-    if !(MIN_MILLIS..=MAX_MILLIS).contains(&millis) {
+    let mut out = [0u8; 24];
+    if !write_millis(millis, &mut out) {
         return match Utc.timestamp_millis_opt(millis).single() {
             Some(datetime) => datetime.to_rfc3339_opts(SecondsFormat::Millis, true),
             None => millis.to_string(),
         };
+    }
+    String::from_utf8(out.to_vec()).expect("digits and separators are ASCII")
+}
+
+/// Writes a time of the accepted range (years 1970 to 9999) as [`format_millis`] does, into `out`, and says
+/// whether it did (false, and `out` untouched, for any other time).
+pub fn write_millis(millis: Millis, out: &mut [u8; 24]) -> bool {
+    if !(MIN_MILLIS..=MAX_MILLIS).contains(&millis) {
+        return false;
     }
     let (days, in_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
     // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
@@ -47,7 +57,6 @@ pub fn format_millis(millis: Millis) -> String {
         in_day / 1000 % 60,
         in_day % 1000,
     );
-    let mut out = [0u8; 24];
     let mut put = |at: usize, value: i64, width: usize| {
         let mut value = value;
         for position in (at..at + width).rev() {
@@ -62,18 +71,65 @@ pub fn format_millis(millis: Millis) -> String {
     put(14, minute, 2);
     put(17, second, 2);
     put(20, milli, 3);
-    for (position, separator) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (23, b'Z'),
-    ] {
+    for (position, separator) in SEPARATORS {
         out[position] = separator;
     }
-    String::from_utf8(out.to_vec()).expect("digits and separators are ASCII")
+    true
+}
+
+const SEPARATORS: [(usize, u8); 7] = [
+    (4, b'-'),
+    (7, b'-'),
+    (10, b'T'),
+    (13, b':'),
+    (16, b':'),
+    (19, b'.'),
+    (23, b'Z'),
+];
+
+/// The time [`write_millis`] wrote as `text`, or `None` when `text` is not exactly what it writes for some
+/// time (another form, a date that does not exist, a time out of the accepted range).
+pub fn read_millis(text: &[u8]) -> Option<Millis> {
+    let text: &[u8; 24] = text.try_into().ok()?;
+    if SEPARATORS
+        .iter()
+        .any(|&(at, separator)| text[at] != separator)
+    {
+        return None;
+    }
+    let number = |at: usize, width: usize| {
+        text[at..at + width].iter().try_fold(0i64, |value, &digit| {
+            digit
+                .is_ascii_digit()
+                .then(|| value * 10 + i64::from(digit - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0, 4)?, number(5, 2)?, number(8, 2)?);
+    let (hour, minute, second, milli) = (
+        number(11, 2)?,
+        number(14, 2)?,
+        number(17, 2)?,
+        number(20, 3)?,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    // Days since 1970-01-01 of the civil date (the inverse of the algorithm in `write_millis`).
+    let year_march = year - i64::from(month <= 2);
+    let era = year_march.div_euclid(400);
+    let year_of_era = year_march - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let millis = days * 86_400_000 + hour * 3_600_000 + minute * 60_000 + second * 1000 + milli;
+    // A day past the month's end (February 30th) writes as another date: not this text.
+    let mut again = [0u8; 24];
+    (write_millis(millis, &mut again) && &again == text).then_some(millis)
 }
 
 /// Earliest and latest times accepted (years 1970 and 9999), so that every accepted time formats cleanly.
@@ -168,9 +224,38 @@ mod tests {
             samples.push((state >> 16) as i64 % (MAX_MILLIS + 1));
         }
         for millis in samples {
-            assert_eq!(format_millis(millis), chrono(millis), "{millis}");
+            let text = format_millis(millis);
+            assert_eq!(text, chrono(millis), "{millis}");
+            assert_eq!(read_millis(text.as_bytes()), Some(millis), "{text}");
         }
         assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn reads_only_what_it_writes() {
+        for text in [
+            "1969-12-31T23:59:59.999Z",
+            "2026-02-29T00:00:00.000Z",
+            "2026-04-31T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-00-01T00:00:00.000Z",
+            "2026-01-00T00:00:00.000Z",
+            "2026-01-01T24:00:00.000Z",
+            "2026-01-01T00:60:00.000Z",
+            "2026-01-01T00:00:60.000Z",
+            "2026-01-01T00:00:00.000+",
+            "2026-01-01 00:00:00.000Z",
+            "2026-01-01T00:00:00.00Z",
+            "2026-01-01T00:00:0a.000Z",
+            "+026-01-01T00:00:00.000Z",
+        ] {
+            assert_eq!(read_millis(text.as_bytes()), None, "{text}");
+        }
+        assert_eq!(
+            read_millis(b"2024-02-29T23:59:59.999Z"),
+            Some(1_709_251_199_999)
+        );
+        assert_eq!(read_millis(b"1970-01-01T00:00:00.000Z"), Some(0));
     }
 
     #[test]

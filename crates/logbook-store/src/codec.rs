@@ -13,11 +13,12 @@
 //!   [`Dictionaries`]): most of a small block is what every event repeats (keys, types, user agents), which
 //!   the dictionary holds once. A frame names its dictionary by id; frames without one read as before.
 //!
-//! - A block whose events' ids and hashes are kept apart as bytes ([`columns`]) starts `LBC1`; its text,
+//! - A block whose events' server-written members (id, seq, tenant, times, hash) are kept apart as bytes
+//!   ([`columns`]) starts `LBC2` (`LBC1` when only its ids and hashes are, as blocks written before); its text,
 //!   without them, is one zstd frame after the columns.
 //!
 //! [`text_of`] reads the first three and [`into_text`] all four: a zstd frame starts with its own magic number
-//! (`28 B5 2F FD`), never `LZ4B`, `LBC1` or `{`. Logs written before records were LZ4 hold zstd records, which are read as before.
+//! (`28 B5 2F FD`), never `LZ4B`, `LBC1`, `LBC2` or `{`. Logs written before records were LZ4 hold zstd records, which are read as before.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -192,7 +193,7 @@ pub fn into_text(data: Vec<u8>, dictionaries: &Dictionaries) -> io::Result<Vec<u
     if is_raw(&data) {
         return Ok(data);
     }
-    if data.starts_with(columns::MAGIC) {
+    if columns::has_columns(&data) {
         return columns::join(&data, |frame| decompress_frame(frame, dictionaries));
     }
     decompress_frame(&data, dictionaries)

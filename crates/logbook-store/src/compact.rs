@@ -10,8 +10,9 @@
 //!   kind 1 (events): zstd of a header line, then event lines — the WAL's record payload. The first record's
 //!                    header lists the segment's request-level idempotency keys still in their window; each
 //!                    other record holds up to BLOCK_EVENTS events of one tenant, in seq order, with their
-//!                    ids and hashes kept apart as bytes before the zstd frame (`LBC1`, [`columns`]) when
-//!                    every line allows it.
+//!                    ids, hashes, seqs, tenant and times kept apart as bytes before the zstd frame (`LBC2`,
+//!                    [`columns`]) when every line allows it (`LBC1`, ids and hashes only, in files
+//!                    written before and for lines of another form).
 //!   kind 2 (seal):   the number of events (u64 LE); always last
 //! ```
 //!
@@ -316,7 +317,7 @@ pub fn build_with(
                 .step_by(step)
                 .map(|&(_, record, begin, end)| &texts[record][begin..end])
                 .collect();
-            // The dictionary is for what is compressed: event lines without their ids and hashes.
+            // The dictionary is for what is compressed: event lines without the members kept apart.
             let stripped: Vec<Vec<u8>> = samples
                 .iter()
                 .map(|&line| columns::strip_line(line))
@@ -361,7 +362,7 @@ pub fn build_with(
                 offset: bytes.len() as u64,
                 compacted: true,
             };
-            // Ids and hashes apart as bytes when every line allows it (all that this server writes).
+            // Ids, hashes, seqs, tenant and times apart as bytes when every line allows it (all that this server writes).
             let payload = match columns::split(&text) {
                 Some(split) => columns::payload(&split.columns, &compress(&split.stripped)?),
                 None => compress(&text)?,

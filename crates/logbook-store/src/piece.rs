@@ -16,7 +16,7 @@
 //! over 4,096) and each is one more lookup for a query.
 //!
 //! ```text
-//! file:      "LOGBOOKI" (8) | format version u32 LE (=4) | first segment u32 LE | last segment u32 LE
+//! file:      "LOGBOOKI" (8) | format version u32 LE (=5; 4 is read too) | first segment u32 LE | last segment u32 LE
 //!            data: per piece, its postings, term chunks and records, then its section; spans inside a
 //!                  piece are (offset, length), the offset shifted by the piece's base
 //!            directory: varint pieces, then per piece: tenant name, first and end ordinal, oldest and
@@ -51,7 +51,9 @@
 //!            listing checks; the values cannot be listed (ranges, prefixes, value counts check events)
 //! posting:   0, varint count, ordinals as varint deltas (the first from the piece's first ordinal); or
 //!            1, a roaring bitmap in its portable serialization, whichever is smaller; or 2 alone: every
-//!            event of the piece
+//!            event of the piece; or 3, varint length, then a zstd frame of a posting of kind 0 or 1 of that
+//!            length (written for postings over 48 bytes when shorter: those are apart, outside the
+//!            compressed chunks; version 5)
 //! field:     a tag (u8); resources, context keys and metadata paths then their key as bytes
 //! ```
 //!
@@ -83,7 +85,10 @@ use std::sync::Arc;
 use zstd::bulk::Compressor;
 
 pub const PIECE_MAGIC: &[u8; 8] = b"LOGBOOKI";
-const FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSION: u32 = 5;
+/// Versions read: version 5 added compressed postings (kind 3) and changed nothing else, so version 4 files
+/// are read as they are (and their pieces copied into merged files of version 5).
+const OLDEST_READ_VERSION: u32 = 4;
 const HEADER_BYTES: usize = 20;
 const TRAILER_BYTES: usize = 8 + 8 + 4 + 8;
 /// Terms per chunk: a lookup reads and decompresses one chunk, found from the first keys kept in the section.
@@ -296,7 +301,12 @@ fn read_field(reader: &mut Reader<'_>) -> io::Result<Field> {
 }
 
 /// Writes a posting to `data`: a list of deltas, or a bitmap when it has many ordinals and is smaller.
-fn put_posting(data: &mut Vec<u8>, ordinals: &Ordinals, (first, end): (u32, u32)) -> Span {
+fn put_posting(
+    compressor: &mut Compressor<'static>,
+    data: &mut Vec<u8>,
+    ordinals: &Ordinals,
+    (first, end): (u32, u32),
+) -> Span {
     let offset = data.len() as u64;
     if ordinals.is_empty() {
         return Span { offset, len: 0 };
@@ -306,31 +316,47 @@ fn put_posting(data: &mut Vec<u8>, ordinals: &Ordinals, (first, end): (u32, u32)
         data.push(2);
         return Span { offset, len: 1 };
     }
-    let mut list = vec![0u8];
-    put_varint(&mut list, ordinals.len());
+    let mut posting = vec![0u8];
+    put_varint(&mut posting, ordinals.len());
     let mut previous = first;
     for ordinal in ordinals.iter() {
-        put_varint(&mut list, u64::from(ordinal - previous));
+        put_varint(&mut posting, u64::from(ordinal - previous));
         previous = ordinal;
     }
     if ordinals.len() > LIST_LIMIT {
         let mut bitmap = ordinals.to_bitmap();
         bitmap.optimize();
-        if bitmap.serialized_size() + 1 < list.len() {
-            data.push(1);
+        if bitmap.serialized_size() + 1 < posting.len() {
+            posting.clear();
+            posting.push(1);
             bitmap
-                .serialize_into(&mut *data)
+                .serialize_into(&mut posting)
                 .expect("writing to a vector does not fail");
+        }
+    }
+    if posting.len() > INLINE_POSTING_BYTES {
+        // A long posting apart is not in a compressed chunk: compressed on its own when that is shorter
+        // (the deltas of a term on a fifth of the events take a byte each as varints, ~3 bits as zstd's
+        // entropy coding has them).
+        let compressed = compressor
+            .compress(&posting)
+            .expect("zstd compresses in memory");
+        let mut length = Vec::new();
+        put_varint(&mut length, posting.len() as u64);
+        if 1 + length.len() + compressed.len() < posting.len() {
+            data.push(3);
+            data.extend_from_slice(&length);
+            data.extend_from_slice(&compressed);
             return Span {
                 offset,
                 len: data.len() as u64 - offset,
             };
         }
     }
-    data.extend_from_slice(&list);
+    data.extend_from_slice(&posting);
     Span {
         offset,
-        len: list.len() as u64,
+        len: posting.len() as u64,
     }
 }
 
@@ -367,6 +393,17 @@ fn read_posting(bytes: &[u8], (first, end): (u32, u32), out: &mut RoaringBitmap)
             out.insert_range(first..end);
             Ok(())
         }
+        Some((3, rest)) => {
+            let mut reader = Reader::new(rest);
+            let length = reader.varint()?;
+            let posting = decompress(reader.rest(), length)?;
+            if !matches!(posting.first(), Some(0 | 1)) {
+                return Err(invalid(
+                    "a compressed posting of another kind than a list or a bitmap",
+                ));
+            }
+            read_posting(&posting, (first, end), out)
+        }
         Some((kind, _)) => Err(invalid(format!("unknown posting kind {kind}"))),
     }
 }
@@ -392,7 +429,7 @@ fn put_table(
             put_bytes(&mut raw, &key[shared..]);
             previous = key;
             posting.clear();
-            put_posting(&mut posting, ordinals, range);
+            put_posting(compressor, &mut posting, ordinals, range);
             if posting.len() <= INLINE_POSTING_BYTES {
                 put_varint(&mut raw, (posting.len() as u64) << 1);
                 raw.extend_from_slice(&posting);
@@ -671,7 +708,7 @@ impl PieceWriter {
         let mut any_hashed = false;
         for input in fields {
             let mut record = Vec::new();
-            put_posting(data, input.present, range).put(&mut record);
+            put_posting(compressor, data, input.present, range).put(&mut record);
             if input.hashed() {
                 any_hashed = true;
                 record.push(1);
@@ -694,7 +731,7 @@ impl PieceWriter {
                 .collect();
             put_table(compressor, data, &mut record, &numbers, range);
             for special in input.specials {
-                put_posting(data, special, range).put(&mut record);
+                put_posting(compressor, data, special, range).put(&mut record);
             }
             put_field(&mut section, input.field);
             if record.len() <= INLINE_RECORD_BYTES {
@@ -1192,7 +1229,9 @@ fn check(file: &Arc<PieceFile>, segments: Segments) -> io::Result<Vec<(String, T
         len: HEADER_BYTES as u64,
     })?;
     let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    if &header[..8] != PIECE_MAGIC || word(8) != FORMAT_VERSION || (word(12), word(16)) != segments
+    if &header[..8] != PIECE_MAGIC
+        || !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&word(8))
+        || (word(12), word(16)) != segments
     {
         return Err(invalid(format!(
             "not a version {FORMAT_VERSION} index file of segments {}..={}",
@@ -1938,6 +1977,46 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn compressor() -> Compressor<'static> {
+        Compressor::new(CHUNK_LEVEL).unwrap()
+    }
+
+    #[test]
+    fn long_postings_apart_are_compressed() {
+        // A term on about a fifth of the events: a byte per ordinal as varints.
+        let mut set = Ordinals::default();
+        let mut state = 7u32;
+        let mut ordinal = 0;
+        for _ in 0..5000 {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            ordinal += 1 + (state >> 16) % 9;
+            set.push(ordinal);
+        }
+        let range = (0, ordinal + 1);
+        let mut bytes = Vec::new();
+        put_posting(&mut compressor(), &mut bytes, &set, range);
+        assert_eq!(bytes[0], 3);
+        assert!(bytes.len() < 5000 * 3 / 4, "{} bytes", bytes.len());
+        let mut out = RoaringBitmap::new();
+        read_posting(&bytes, range, &mut out).unwrap();
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            set.iter().collect::<Vec<_>>()
+        );
+        // Damaged: cut short, a length that is not the frame's, a compressed posting inside another.
+        for cut in 1..bytes.len() {
+            assert!(read_posting(&bytes[..cut], range, &mut RoaringBitmap::new()).is_err());
+        }
+        let mut longer = vec![3];
+        put_varint(&mut longer, 6000);
+        longer.extend_from_slice(&bytes[3..]);
+        assert!(read_posting(&longer, range, &mut RoaringBitmap::new()).is_err());
+        let mut nested = vec![3];
+        put_varint(&mut nested, bytes.len() as u64);
+        nested.extend_from_slice(&zstd::bulk::compress(&bytes, 1).unwrap());
+        assert!(read_posting(&nested, range, &mut RoaringBitmap::new()).is_err());
+    }
+
     #[test]
     fn a_posting_of_every_event_of_the_piece_is_one_byte() {
         let mut set = Ordinals::default();
@@ -1945,7 +2024,7 @@ mod tests {
             set.push(ordinal);
         }
         let mut bytes = Vec::new();
-        put_posting(&mut bytes, &set, (10, 20));
+        put_posting(&mut compressor(), &mut bytes, &set, (10, 20));
         assert_eq!(bytes, [2]);
         let mut out = RoaringBitmap::new();
         read_posting(&bytes, (10, 20), &mut out).unwrap();
@@ -1980,7 +2059,7 @@ mod tests {
             }
             let mut bytes = Vec::new();
             let range = (first, first + 300_000);
-            let span = put_posting(&mut bytes, &set, range);
+            let span = put_posting(&mut compressor(), &mut bytes, &set, range);
             prop_assert_eq!(span.len as usize, bytes.len());
             let mut out = RoaringBitmap::new();
             read_posting(&bytes, range, &mut out).unwrap();
@@ -1989,6 +2068,25 @@ mod tests {
             let mut appended = Ordinals::default();
             append_posting(&bytes, range, &mut appended).unwrap();
             prop_assert_eq!(appended.iter().collect::<Vec<_>>(), out.iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn dense_postings_read_back_as_written(gaps in prop::collection::vec(1u32..12, 0..3000), first in 0u32..1000) {
+            let mut set = Ordinals::default();
+            let mut ordinal = first;
+            for gap in &gaps {
+                ordinal += gap;
+                set.push(ordinal);
+            }
+            let range = (first, ordinal + 2);
+            let mut bytes = Vec::new();
+            put_posting(&mut compressor(), &mut bytes, &set, range);
+            let mut out = RoaringBitmap::new();
+            read_posting(&bytes, range, &mut out).unwrap();
+            prop_assert_eq!(out.iter().collect::<Vec<_>>(), set.iter().collect::<Vec<_>>());
+            let mut appended = Ordinals::default();
+            append_posting(&bytes, range, &mut appended).unwrap();
+            prop_assert_eq!(appended.iter().collect::<Vec<_>>(), set.iter().collect::<Vec<_>>());
         }
     }
 }

@@ -479,17 +479,36 @@ fn read_ulid(text: &[u8]) -> Option<u128> {
 }
 
 /// A hash's 32 bytes from its 64 lower-case hex digits (upper case would not read back as the same
-/// characters).
+/// characters). One table lookup per digit: the `hex` crate's decoding, after a separate check of the
+/// digits, was 1.2% of the server's samples during ingest (the compactor splits every stored line).
 fn read_hash(text: &[u8]) -> Option<[u8; HASH_BYTES]> {
-    if !text
-        .iter()
-        .all(|&c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-    {
+    const INVALID: u8 = 0xff;
+    const NIBBLES: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut digit = 0;
+        while digit < 10 {
+            table[b'0' as usize + digit] = digit as u8;
+            digit += 1;
+        }
+        let mut letter = 0;
+        while letter < 6 {
+            table[b'a' as usize + letter] = 10 + letter as u8;
+            letter += 1;
+        }
+        table
+    };
+    if text.len() != 2 * HASH_BYTES {
         return None;
     }
     let mut hash = [0u8; HASH_BYTES];
-    hex::decode_to_slice(text, &mut hash).ok()?;
-    Some(hash)
+    let mut invalid = 0u8;
+    for (byte, pair) in hash.iter_mut().zip(text.chunks_exact(2)) {
+        let (high, low) = (NIBBLES[pair[0] as usize], NIBBLES[pair[1] as usize]);
+        // An invalid digit sets bit 4 or above (0xff); valid ones are at most 15.
+        invalid |= high | low;
+        *byte = (high << 4) | (low & 15);
+    }
+    (invalid < 16).then_some(hash)
 }
 
 #[cfg(test)]
@@ -718,6 +737,24 @@ mod tests {
         let mut other = whole.clone();
         other[form] = 2;
         assert!(join(&other, |f| Ok(f.to_vec())).is_err());
+    }
+
+    #[test]
+    fn hashes_are_read_from_lower_case_hex_only() {
+        let bytes: Vec<u8> = (0..32).map(|i| i * 8 + 3).collect();
+        assert_eq!(read_hash(hex::encode(&bytes).as_bytes()).unwrap().to_vec(), bytes);
+        assert_eq!(read_hash(HASH.as_bytes()).map(hex::encode).as_deref(), Some(HASH));
+        for bad in [
+            HASH.to_uppercase(),
+            HASH.replacen('8', "g", 1),
+            HASH.replacen('8', "/", 1),
+            HASH.replacen('8', ":", 1),
+            HASH.replacen('8', "`", 1),
+            HASH[1..].to_string(),
+            format!("{HASH}0"),
+        ] {
+            assert_eq!(read_hash(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     proptest! {

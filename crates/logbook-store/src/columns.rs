@@ -742,8 +742,14 @@ mod tests {
     #[test]
     fn hashes_are_read_from_lower_case_hex_only() {
         let bytes: Vec<u8> = (0..32).map(|i| i * 8 + 3).collect();
-        assert_eq!(read_hash(hex::encode(&bytes).as_bytes()).unwrap().to_vec(), bytes);
-        assert_eq!(read_hash(HASH.as_bytes()).map(hex::encode).as_deref(), Some(HASH));
+        assert_eq!(
+            read_hash(hex::encode(&bytes).as_bytes()).unwrap().to_vec(),
+            bytes
+        );
+        assert_eq!(
+            read_hash(HASH.as_bytes()).map(hex::encode).as_deref(),
+            Some(HASH)
+        );
         for bad in [
             HASH.to_uppercase(),
             HASH.replacen('8', "g", 1),

@@ -16,7 +16,7 @@
 //! over 4,096) and each is one more lookup for a query.
 //!
 //! ```text
-//! file:      "LOGBOOKI" (8) | format version u32 LE (=5; 4 is read too) | first segment u32 LE | last segment u32 LE
+//! file:      "LOGBOOKI" (8) | format version u32 LE (=6; 4 and 5 are read too) | first segment u32 LE | last segment u32 LE
 //!            data: per piece, its postings, term chunks and records, then its section; spans inside a
 //!                  piece are (offset, length), the offset shifted by the piece's base
 //!            directory: varint pieces, then per piece: tenant name, first and end ordinal, oldest and
@@ -30,8 +30,8 @@
 //!            trailer: directory offset u64 LE | directory length u64 LE | CRC32C of every byte before it
 //!                     (u32 LE) | "LOGBOOKI"
 //! section:   json fields full (u8) | varint count, unindexed fields | words table | varint count, then per
-//!            field: the field | varint length, record: present posting span, text kind (u8: 0 a table, 1
-//!            a hashed table), text table, number table, true, false and null posting spans; the length is
+//!            field: the field | varint length, record: present posting span, text kind (u8: 0 a table, 2
+//!            a hashed table; 1 a hashed table of varint chunks, before version 6), text table, number table, true, false and null posting spans; the length is
 //!            varint (length << 1 | apart): a record apart
 //!            (over 96 bytes) is zstd (or raw, when not shorter) elsewhere, and the length is followed by its
 //!            varint offset and length decompressed
@@ -43,9 +43,12 @@
 //!            varint offset in the postings span
 //! hashed:    varint entries | chunks span | varint chunks, then per chunk its first hash, its offset and
 //!            length in the chunks span. Entries are (CRC32C of the value's UTF-8, ordinal), sorted, each
-//!            as varint hash delta (from the one before in the chunk, the first from the chunk's first hash)
-//!            and varint ordinal from the piece's first; chunks are raw, of 256 entries or more (a hash's
-//!            entries are never split). A field's text values are hashed when it has at least 64, for at
+//!            as its hash's delta (from the one before in the chunk, the first from the chunk's first hash)
+//!            and its ordinal from the piece's first. A chunk is raw, of 256 entries or more (a hash's
+//!            entries are never split): varint entries, hash delta bits (u8), ordinal bits (u8), then each
+//!            entry's delta and ordinal in those many bits, least significant bit first, the last byte
+//!            padded with zeros (text kind 2; before version 6, kind 1: each entry two varints, ~1.2 bytes
+//!            more per entry). A field's text values are hashed when it has at least 64, for at
 //!            least 9/10 of its events, of 12 bytes or more on average (unique values such as request ids:
 //!            their keys were most of the table), or when a piece merged had them hashed. Equality then finds a superset that the
 //!            listing checks; the values cannot be listed (ranges, prefixes, value counts check events)
@@ -85,9 +88,10 @@ use std::sync::Arc;
 use zstd::bulk::Compressor;
 
 pub const PIECE_MAGIC: &[u8; 8] = b"LOGBOOKI";
-const FORMAT_VERSION: u32 = 5;
-/// Versions read: version 5 added compressed postings (kind 3) and changed nothing else, so version 4 files
-/// are read as they are (and their pieces copied into merged files of version 5).
+const FORMAT_VERSION: u32 = 6;
+/// Versions read: version 5 added compressed postings (kind 3), version 6 packed hashed tables (text kind 2),
+/// and neither changed anything else, so files of versions 4 and 5 are read as they are (and their pieces
+/// copied into merged files of version 6).
 const OLDEST_READ_VERSION: u32 = 4;
 const HEADER_BYTES: usize = 20;
 const TRAILER_BYTES: usize = 8 + 8 + 4 + 8;
@@ -539,6 +543,10 @@ const HASHED_MIN_TERMS: usize = 64;
 const HASHED_MIN_BYTES: usize = 12;
 /// ... in chunks of this many (hash, ordinal) entries (more when a hash's entries would be split).
 const HASHED_CHUNK_ENTRIES: usize = 256;
+/// A field record's text kinds of hashed tables: chunks of varints (index files of version 5 and before),
+/// or packed (version 6).
+const HASHED_VARINTS: u8 = 1;
+const HASHED_PACKED: u8 = 2;
 /// Flags of a piece's directory entry: some fields may be unindexed; some are hashed.
 const FLAG_UNINDEXED: u8 = 1;
 const FLAG_HASHED: u8 = 2;
@@ -548,8 +556,9 @@ fn value_hash(key: &[u8]) -> u32 {
     crc32c::crc32c(key)
 }
 
-/// Writes a hashed table of `entries` ((hash, ordinal), sorted): the entries to `data` in raw chunks, the
-/// table's description to `out`.
+/// Writes a hashed table of `entries` ((hash, ordinal), sorted): the entries to `data` in packed chunks
+/// (each entry its hash's step from the one before and its ordinal from the piece's first, in as many bits
+/// as the chunk's largest needs), the table's description to `out`.
 fn put_hashed(
     data: &mut Vec<u8>,
     out: &mut Vec<u8>,
@@ -565,15 +574,39 @@ fn put_hashed(
         let chunk_offset = data.len() - start;
         let first_hash = entries[at].0;
         let mut previous = first_hash;
-        let mut taken = 0;
-        while at < entries.len() && (taken < HASHED_CHUNK_ENTRIES || entries[at].0 == previous) {
-            let (hash, ordinal) = entries[at];
-            put_varint(data, u64::from(hash - previous));
-            put_varint(data, u64::from(ordinal - first));
-            previous = hash;
+        let begin = at;
+        while at < entries.len() && (at - begin < HASHED_CHUNK_ENTRIES || entries[at].0 == previous)
+        {
+            previous = entries[at].0;
             at += 1;
-            taken += 1;
         }
+        let chunk = &entries[begin..at];
+        let mut steps = Vec::with_capacity(chunk.len());
+        let mut previous = first_hash;
+        for &(hash, ordinal) in chunk {
+            steps.push((hash - previous, ordinal - first));
+            previous = hash;
+        }
+        let width = |value: u32| (32 - value.leading_zeros()) as u8;
+        let hash_bits = steps
+            .iter()
+            .map(|&(step, _)| width(step))
+            .max()
+            .unwrap_or(0);
+        let ordinal_bits = steps
+            .iter()
+            .map(|&(_, ordinal)| width(ordinal))
+            .max()
+            .unwrap_or(0);
+        put_varint(data, chunk.len() as u64);
+        data.push(hash_bits);
+        data.push(ordinal_bits);
+        let mut bits = BitWriter::new(data);
+        for (step, ordinal) in steps {
+            bits.put(step, hash_bits);
+            bits.put(ordinal, ordinal_bits);
+        }
+        bits.finish();
         put_varint(&mut directory, u64::from(first_hash));
         put_varint(&mut directory, chunk_offset as u64);
         put_varint(&mut directory, (data.len() - start - chunk_offset) as u64);
@@ -586,6 +619,81 @@ fn put_hashed(
     .put(out);
     put_varint(out, chunks);
     out.extend_from_slice(&directory);
+}
+
+/// Writes values of up to 32 bits each, least significant bit first, into bytes.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    pending: u64,
+    count: u32,
+}
+
+impl<'a> BitWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        BitWriter {
+            out,
+            pending: 0,
+            count: 0,
+        }
+    }
+
+    fn put(&mut self, value: u32, bits: u8) {
+        debug_assert!(bits <= 32 && (bits == 32 || value >> bits == 0));
+        self.pending |= u64::from(value) << self.count;
+        self.count += u32::from(bits);
+        while self.count >= 8 {
+            self.out.push(self.pending as u8);
+            self.pending >>= 8;
+            self.count -= 8;
+        }
+    }
+
+    fn finish(self) {
+        if self.count > 0 {
+            self.out.push(self.pending as u8);
+        }
+    }
+}
+
+/// Reads what [`BitWriter`] wrote.
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    pending: u64,
+    count: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        BitReader {
+            bytes,
+            at: 0,
+            pending: 0,
+            count: 0,
+        }
+    }
+
+    fn take(&mut self, bits: u8) -> io::Result<u32> {
+        let bits = u32::from(bits);
+        while self.count < bits {
+            let byte = *self
+                .bytes
+                .get(self.at)
+                .ok_or_else(|| invalid("a packed chunk cut short"))?;
+            self.pending |= u64::from(byte) << self.count;
+            self.at += 1;
+            self.count += 8;
+        }
+        let value = (self.pending & ((1u64 << bits) - 1)) as u32;
+        self.pending >>= bits;
+        self.count -= bits;
+        Ok(value)
+    }
+
+    /// Whether every byte was read (what is left of the last is padding).
+    fn done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
 }
 
 /// What a piece's directory entry says besides its section.
@@ -711,7 +819,7 @@ impl PieceWriter {
             put_posting(compressor, data, input.present, range).put(&mut record);
             if input.hashed() {
                 any_hashed = true;
-                record.push(1);
+                record.push(HASHED_PACKED);
                 let mut entries: Vec<(u32, u32)> = input.hashed.to_vec();
                 for (key, ordinals) in &input.text {
                     let hash = value_hash(key);
@@ -1696,7 +1804,9 @@ impl<'a> FieldRecord<'a> {
             present: reader.span()?,
             text: match reader.u8()? {
                 0 => TextTable::Sorted(Table::read(&mut reader)?),
-                1 => TextTable::Hashed(HashedTable::read(&mut reader)?),
+                kind @ (HASHED_VARINTS | HASHED_PACKED) => {
+                    TextTable::Hashed(HashedTable::read(&mut reader, kind == HASHED_PACKED)?)
+                }
                 kind => return Err(invalid(format!("unknown text table kind {kind}"))),
             },
             numbers: Table::read(&mut reader)?,
@@ -1715,13 +1825,15 @@ impl<'a> FieldRecord<'a> {
 
 /// A hashed table's description, read from a field record.
 struct HashedTable {
+    /// Chunks of packed entries (kind 2), or of varints (kind 1, index files of version 5 and before).
+    packed: bool,
     chunks: Span,
     /// Per chunk: its first hash, its offset and length in `chunks`.
     directory: Vec<(u32, u64, u64)>,
 }
 
 impl HashedTable {
-    fn read(reader: &mut Reader<'_>) -> io::Result<HashedTable> {
+    fn read(reader: &mut Reader<'_>, packed: bool) -> io::Result<HashedTable> {
         reader.varint()?;
         let chunks = reader.span()?;
         let count = reader.varint()?;
@@ -1730,7 +1842,11 @@ impl HashedTable {
             let hash = u32::try_from(reader.varint()?).map_err(|_| invalid("a hash beyond u32"))?;
             directory.push((hash, reader.varint()?, reader.varint()?));
         }
-        Ok(HashedTable { chunks, directory })
+        Ok(HashedTable {
+            packed,
+            chunks,
+            directory,
+        })
     }
 
     /// Calls `visit` with the (hash, ordinal) entries of the chunks from `from` on, until it returns false.
@@ -1747,18 +1863,14 @@ impl HashedTable {
                 len,
             };
             let raw = piece.read_block(span, len)?;
-            let mut reader = Reader::new(&raw);
-            let mut hash = first_hash;
-            while !reader.done() {
-                hash = u32::try_from(u64::from(hash) + reader.varint()?)
-                    .map_err(|_| invalid("a hash beyond u32"))?;
-                let ordinal = u32::try_from(u64::from(first) + reader.varint()?)
-                    .ok()
-                    .filter(|&ordinal| ordinal < piece.end)
-                    .ok_or_else(|| invalid("an ordinal outside the piece"))?;
-                if !visit(hash, ordinal) {
-                    return Ok(());
-                }
+            if !hashed_chunk(
+                &raw,
+                self.packed,
+                first_hash,
+                (first, piece.end),
+                &mut visit,
+            )? {
+                return Ok(());
             }
         }
         Ok(())
@@ -1784,6 +1896,59 @@ impl HashedTable {
         *out |= RoaringBitmap::from_sorted_iter(found).expect("sorted");
         Ok(())
     }
+}
+
+/// Calls `visit` with each (hash, ordinal) entry of a hashed table's chunk (packed, or of varints), until it
+/// returns false; says whether it went to the end.
+fn hashed_chunk(
+    raw: &[u8],
+    packed: bool,
+    first_hash: u32,
+    (first, end): (u32, u32),
+    visit: &mut impl FnMut(u32, u32) -> bool,
+) -> io::Result<bool> {
+    let mut reader = Reader::new(raw);
+    let mut hash = first_hash;
+    let mut entry = |step: u64, from_first: u64| {
+        hash = u32::try_from(u64::from(hash) + step).map_err(|_| invalid("a hash beyond u32"))?;
+        let ordinal = u32::try_from(u64::from(first) + from_first)
+            .ok()
+            .filter(|&ordinal| ordinal < end)
+            .ok_or_else(|| invalid("an ordinal outside the piece"))?;
+        Ok::<_, io::Error>(visit(hash, ordinal))
+    };
+    if !packed {
+        while !reader.done() {
+            if !entry(reader.varint()?, reader.varint()?)? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
+    let count = reader.varint()?;
+    // One entry per event at most (an event has one value of the field).
+    if count > u64::from(end.saturating_sub(first)) {
+        return Err(invalid(
+            "a packed chunk of more entries than the piece has events",
+        ));
+    }
+    let widths = reader.take(2)?;
+    let (hash_bits, ordinal_bits) = (widths[0], widths[1]);
+    if hash_bits > 32 || ordinal_bits > 32 {
+        return Err(invalid("a packed chunk of values over 32 bits"));
+    }
+    let mut bits = BitReader::new(reader.rest());
+    for _ in 0..count {
+        let step = bits.take(hash_bits)?;
+        let from_first = bits.take(ordinal_bits)?;
+        if !entry(u64::from(step), u64::from(from_first))? {
+            return Ok(false);
+        }
+    }
+    if !bits.done() {
+        return Err(invalid("a packed chunk longer than its entries"));
+    }
+    Ok(true)
 }
 
 /// A piece's section, read for one plan.
@@ -2017,6 +2182,99 @@ mod tests {
         assert!(read_posting(&nested, range, &mut RoaringBitmap::new()).is_err());
     }
 
+    /// The chunks of a hashed table of `entries` (sorted), and each chunk's first hash and bytes.
+    fn hashed_chunks(entries: &[(u32, u32)], range: (u32, u32)) -> Vec<(u32, Vec<u8>)> {
+        let (mut data, mut out) = (Vec::new(), Vec::new());
+        put_hashed(&mut data, &mut out, entries, range);
+        let table = HashedTable::read(&mut Reader::new(&out), true).unwrap();
+        assert_eq!(table.chunks.len as usize, data.len());
+        table
+            .directory
+            .iter()
+            .map(|&(hash, offset, len)| {
+                (
+                    hash,
+                    data[offset as usize..(offset + len) as usize].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hashed_tables_read_back_packed_and_as_varints() {
+        let range = (1000, 61_000);
+        let mut state = 99u64;
+        let mut entries: Vec<(u32, u32)> = (0..1500)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                ((state >> 32) as u32, range.0 + (i * 37) % 60_000)
+            })
+            .collect();
+        // A hash of many entries across where a chunk would end, and the largest hash.
+        entries.extend((0..300).map(|i| (0x8000_0000, range.0 + 2 * i + 1)));
+        entries.push((u32::MAX, range.1 - 1));
+        entries.sort_unstable();
+        entries.dedup();
+        let chunks = hashed_chunks(&entries, range);
+        assert!(chunks.len() > 2);
+        let mut read = Vec::new();
+        for (first_hash, raw) in &chunks {
+            assert!(hashed_chunk(raw, true, *first_hash, range, &mut |h, o| {
+                read.push((h, o));
+                true
+            })
+            .unwrap());
+        }
+        assert_eq!(read, entries);
+        // Packed: 41 bits an entry here (hash steps of ~2^21 in 24 bits, ordinals in 16), where varints
+        // take 6 bytes.
+        let bytes: usize = chunks.iter().map(|(_, raw)| raw.len()).sum();
+        assert!(bytes * 8 < entries.len() * 42, "{bytes} bytes");
+        // The chunks of index files before version 6: each entry two varints.
+        let (first_hash, raw) = &chunks[0];
+        let mut varints = Vec::new();
+        let mut previous = *first_hash;
+        let mut expected = Vec::new();
+        hashed_chunk(raw, true, *first_hash, range, &mut |hash, ordinal| {
+            put_varint(&mut varints, u64::from(hash - previous));
+            put_varint(&mut varints, u64::from(ordinal - range.0));
+            previous = hash;
+            expected.push((hash, ordinal));
+            true
+        })
+        .unwrap();
+        let mut again = Vec::new();
+        hashed_chunk(&varints, false, *first_hash, range, &mut |h, o| {
+            again.push((h, o));
+            true
+        })
+        .unwrap();
+        assert_eq!(again, expected);
+        // Stopping early, and damage: cut short, longer, an ordinal outside the piece, too many entries.
+        let mut seen = 0;
+        assert!(!hashed_chunk(raw, true, *first_hash, range, &mut |_, _| {
+            seen += 1;
+            seen < 3
+        })
+        .unwrap());
+        assert_eq!(seen, 3);
+        let mut ignore = |_, _| true;
+        for cut in 0..raw.len() {
+            assert!(hashed_chunk(&raw[..cut], true, *first_hash, range, &mut ignore).is_err());
+        }
+        let mut longer = raw.clone();
+        longer.push(0);
+        assert!(hashed_chunk(&longer, true, *first_hash, range, &mut ignore).is_err());
+        assert!(
+            hashed_chunk(raw, true, *first_hash, (range.0, range.0 + 10), &mut ignore).is_err()
+        );
+        let mut many = vec![0xff, 0xff, 0x03, 0, 0];
+        many.extend_from_slice(&[0; 8]);
+        assert!(hashed_chunk(&many, true, 0, range, &mut ignore).is_err());
+    }
+
     #[test]
     fn a_posting_of_every_event_of_the_piece_is_one_byte() {
         let mut set = Ordinals::default();
@@ -2068,6 +2326,28 @@ mod tests {
             let mut appended = Ordinals::default();
             append_posting(&bytes, range, &mut appended).unwrap();
             prop_assert_eq!(appended.iter().collect::<Vec<_>>(), out.iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn packed_bits_read_back(values in prop::collection::vec((any::<u32>(), 0u8..=32), 0..300)) {
+            let values: Vec<(u32, u8)> = values
+                .into_iter()
+                .map(|(value, bits)| (if bits == 32 { value } else { value & ((1 << bits) - 1) }, bits))
+                .collect();
+            let mut bytes = Vec::new();
+            let mut writer = BitWriter::new(&mut bytes);
+            for &(value, bits) in &values {
+                writer.put(value, bits);
+            }
+            writer.finish();
+            let total: usize = values.iter().map(|&(_, bits)| usize::from(bits)).sum();
+            prop_assert_eq!(bytes.len(), total.div_ceil(8));
+            let mut reader = BitReader::new(&bytes);
+            for &(value, bits) in &values {
+                prop_assert_eq!(reader.take(bits).unwrap(), value);
+            }
+            prop_assert!(reader.done());
+            prop_assert!(reader.take(9).is_err());
         }
 
         #[test]

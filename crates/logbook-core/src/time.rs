@@ -232,6 +232,35 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_text_exactly_when_it_is_what_is_written() {
+        // Every field one past its range on either side, over leap and common years.
+        for year in [1969, 1970, 1999, 2000, 2023, 2024, 2100, 9999] {
+            for month in 0..=13 {
+                for day in [0, 1, 28, 29, 30, 31, 32] {
+                    for (hour, minute, second) in
+                        [(0, 0, 0), (23, 59, 59), (24, 0, 0), (0, 60, 0), (0, 0, 60)]
+                    {
+                        let text = format!(
+                            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.999Z"
+                        );
+                        let read = read_millis(text.as_bytes());
+                        // chrono reads a leap second (:60), which is never written.
+                        let valid = chrono::DateTime::parse_from_rfc3339(&text)
+                            .ok()
+                            .filter(|_| second < 60)
+                            .map(|t| t.timestamp_millis())
+                            .filter(|m| (MIN_MILLIS..=MAX_MILLIS).contains(m));
+                        assert_eq!(read, valid, "{text}");
+                        if let Some(millis) = read {
+                            assert_eq!(format_millis(millis), text);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn reads_only_what_it_writes() {
         for text in [
             "1969-12-31T23:59:59.999Z",

@@ -194,11 +194,8 @@ fn split_full(header: &[u8], body: &[u8]) -> Option<Split> {
             Some(tenant) if tenant == members.tenant => {}
             Some(_) => return None,
         }
-        // `created_at` is the id's time, as written.
-        let mut created = [0u8; TIME_CHARS];
-        if !write_millis(i64::try_from(time).ok()?, &mut created)
-            || created[..] != *members.created_at
-        {
+        // `created_at` is the id's time, as written (a time reads back only from the text written for it).
+        if read_millis(members.created_at) != Some(i64::try_from(time).ok()?) {
             return None;
         }
         put_varint(

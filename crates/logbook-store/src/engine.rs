@@ -1439,13 +1439,51 @@ impl EmbeddedStore {
             (Some(reach), Order::Asc) => high = high.min(reach),
             (None, _) => {}
         }
-        let candidates = index.plan_between(&query.filter, low, high);
         let after = after.map(|position| {
             (
                 position.created_at,
                 position.seq.saturating_sub(1).min(u32::MAX as u64) as u32,
             )
         });
+        // Nothing before the cursor is visited: the parts there need not be planned.
+        match (after, query.order) {
+            (Some((created_at, _)), Order::Desc) => high = high.min(created_at),
+            (Some((created_at, _)), Order::Asc) => low = low.max(created_at),
+            (None, _) => {}
+        }
+        // The parts nearest the listing's start first (one, then four times as many each time the page is
+        // not full): every key found in a window from the start comes before any key outside it.
+        // (Without a filter nothing is planned: the whole range at once.)
+        let mut count = 1;
+        loop {
+            let nearest = match query.filter {
+                Filter::All => None,
+                _ => index.nearest_parts_bound(low, high, query.order, count),
+            };
+            let (window_low, window_high, whole) = match nearest {
+                Some(bound) if query.order == Order::Desc => (bound, high, false),
+                Some(bound) => (low, bound, false),
+                None => (low, high, true),
+            };
+            let keys = self.window_keys(index, query, after, wanted, window_low, window_high)?;
+            if whole || keys.len() >= wanted {
+                return Ok(keys);
+            }
+            count = count.saturating_mul(4);
+        }
+    }
+
+    /// [`Self::matching_keys`] among the events created in `[low, high]`.
+    fn window_keys(
+        &self,
+        index: &TenantIndex,
+        query: &ListQuery,
+        after: Option<(i64, u32)>,
+        wanted: usize,
+        low: i64,
+        high: i64,
+    ) -> Result<Vec<(i64, u32)>> {
+        let candidates = index.plan_between(&query.filter, low, high);
         let mut keys = Vec::with_capacity(wanted.min(1024));
         let mut failure = None;
         index.scan(

@@ -743,6 +743,41 @@ impl TenantIndex {
         self.plan_between(filter, i64::MIN, i64::MAX)
     }
 
+    /// For a listing of the events created in `[low, high]` in `order` that plans the parts nearest its start
+    /// first: where a window from that start holding the `count` nearest parts (of those with events in
+    /// `[low, high]`) ends, or `None` when the window would be all of `[low, high]` (or hold all the parts).
+    /// A log written in time order has parts of disjoint times, so the newest page of a filter is found in
+    /// the newest parts without decoding the filter's postings in every other.
+    pub fn nearest_parts_bound(
+        &self,
+        low: i64,
+        high: i64,
+        order: Order,
+        count: usize,
+    ) -> Option<i64> {
+        let mut times: Vec<(i64, i64)> = self
+            .parts
+            .iter()
+            .map(Part::times)
+            .filter(|&(oldest, newest)| newest >= low && oldest <= high)
+            .collect();
+        if times.len() <= count {
+            return None;
+        }
+        match order {
+            Order::Desc => {
+                times.sort_unstable_by_key(|&(_, newest)| std::cmp::Reverse(newest));
+                let bound = times[..count].iter().map(|&(oldest, _)| oldest).min()?;
+                (bound > low).then_some(bound)
+            }
+            Order::Asc => {
+                times.sort_unstable_by_key(|&(oldest, _)| oldest);
+                let bound = times[..count].iter().map(|&(_, newest)| newest).max()?;
+                (bound < high).then_some(bound)
+            }
+        }
+    }
+
     /// Plans `filter` for the events created in `[low, high]`. Each part of the index is planned on its own
     /// (a filter is a property of each event, and parts hold disjoint events); a part with no event in the
     /// window is not asked, and its ordinals are left out: a scan of the window never reaches them.

@@ -764,16 +764,20 @@ impl TenantIndex {
         if times.len() <= count {
             return None;
         }
+        // A window that reaches into every part (parts of overlapping times, a log written out of order)
+        // would plan them all, and again at each widening: the whole range at once instead.
         match order {
             Order::Desc => {
                 times.sort_unstable_by_key(|&(_, newest)| std::cmp::Reverse(newest));
                 let bound = times[..count].iter().map(|&(oldest, _)| oldest).min()?;
-                (bound > low).then_some(bound)
+                let outside = times.iter().any(|&(_, newest)| newest < bound);
+                (bound > low && outside).then_some(bound)
             }
             Order::Asc => {
                 times.sort_unstable_by_key(|&(oldest, _)| oldest);
                 let bound = times[..count].iter().map(|&(_, newest)| newest).max()?;
-                (bound < high).then_some(bound)
+                let outside = times.iter().any(|&(oldest, _)| oldest > bound);
+                (bound < high && outside).then_some(bound)
             }
         }
     }

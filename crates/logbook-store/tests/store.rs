@@ -1570,36 +1570,50 @@ fn listings_that_plan_the_nearest_parts_first_find_every_match_in_order() {
             .map(|&i| event(37 * 1000 + i, base + i * 1000 + 1))
             .collect(),
     );
-    let all = list_all(&store, "acme", "order=asc", 1000);
-    assert_eq!(all.len(), 603);
-    for (query, keep) in [
-        (
-            "meta.channel=slack",
-            &(|e: &Event| e.metadata.as_ref().unwrap()["channel"] == "slack")
-                as &dyn Fn(&Event) -> bool,
-        ),
-        ("filter[metadata.n][gte]=590", &|e: &Event| {
-            e.metadata.as_ref().unwrap()["n"].as_i64().unwrap() >= 590
-        }),
-        ("q=message", &|_: &Event| true),
-    ] {
-        for order in ["desc", "asc"] {
-            let mut expected: Vec<(i64, u64)> = all
-                .iter()
-                .filter(|e| keep(e))
-                .map(|e| (e.created_at, e.seq))
-                .collect();
-            expected.sort_unstable();
-            if order == "desc" {
-                expected.reverse();
-            }
-            for limit in [1, 3, 50] {
-                let found: Vec<(i64, u64)> =
-                    list_all(&store, "acme", &format!("{query}&order={order}"), limit)
-                        .iter()
-                        .map(|e| (e.created_at, e.seq))
-                        .collect();
-                assert_eq!(found, expected, "{query} order={order} limit={limit}");
+    // Another tenant written out of time order: every part spans nearly the whole range.
+    store.create_tenant("globex", "Globex").unwrap();
+    for chunk in (0..300i64).collect::<Vec<_>>().chunks(20) {
+        let events = chunk
+            .iter()
+            .map(|&i| event(i, base + (i * 7919 % 300) * 1000))
+            .collect();
+        append(&store, "globex", events);
+    }
+    for (tenant, count) in [("acme", 603), ("globex", 300)] {
+        let all = list_all(&store, tenant, "order=asc", 1000);
+        assert_eq!(all.len(), count);
+        for (query, keep) in [
+            (
+                "meta.channel=slack",
+                &(|e: &Event| e.metadata.as_ref().unwrap()["channel"] == "slack")
+                    as &dyn Fn(&Event) -> bool,
+            ),
+            ("filter[metadata.n][gte]=590", &|e: &Event| {
+                e.metadata.as_ref().unwrap()["n"].as_i64().unwrap() >= 590
+            }),
+            ("q=message", &|_: &Event| true),
+        ] {
+            for order in ["desc", "asc"] {
+                let mut expected: Vec<(i64, u64)> = all
+                    .iter()
+                    .filter(|e| keep(e))
+                    .map(|e| (e.created_at, e.seq))
+                    .collect();
+                expected.sort_unstable();
+                if order == "desc" {
+                    expected.reverse();
+                }
+                for limit in [1, 3, 50] {
+                    let found: Vec<(i64, u64)> =
+                        list_all(&store, tenant, &format!("{query}&order={order}"), limit)
+                            .iter()
+                            .map(|e| (e.created_at, e.seq))
+                            .collect();
+                    assert_eq!(
+                        found, expected,
+                        "{tenant}: {query} order={order} limit={limit}"
+                    );
+                }
             }
         }
     }

@@ -745,7 +745,8 @@ impl TenantIndex {
 
     /// For a listing of the events created in `[low, high]` in `order` that plans the parts nearest its start
     /// first: where a window from that start holding the `count` nearest parts (of those with events in
-    /// `[low, high]`) ends, or `None` when the window would be all of `[low, high]` (or hold all the parts).
+    /// `[low, high]`) ends, or `None` when the window would be all of `[low, high]` or reach into all the
+    /// parts.
     /// A log written in time order has parts of disjoint times, so the newest page of a filter is found in
     /// the newest parts without decoding the filter's postings in every other.
     pub fn nearest_parts_bound(

@@ -127,9 +127,15 @@ pub fn read_millis(text: &[u8]) -> Option<Millis> {
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     let days = era * 146_097 + day_of_era - 719_468;
     let millis = days * 86_400_000 + hour * 3_600_000 + minute * 60_000 + second * 1000 + milli;
-    // A day past the month's end (February 30th) writes as another date: not this text.
-    let mut again = [0u8; 24];
-    (write_millis(millis, &mut again) && &again == text).then_some(millis)
+    // A day past the month's end (February 30th) would be read as another date: not this text.
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    (day <= month_days && (MIN_MILLIS..=MAX_MILLIS).contains(&millis)).then_some(millis)
 }
 
 /// Earliest and latest times accepted (years 1970 and 9999), so that every accepted time formats cleanly.
@@ -284,6 +290,14 @@ mod tests {
             read_millis(b"2024-02-29T23:59:59.999Z"),
             Some(1_709_251_199_999)
         );
+        assert_eq!(
+            read_millis(b"2000-02-29T00:00:00.000Z"),
+            Some(951_782_400_000)
+        );
+        assert_eq!(read_millis(b"1900-02-29T00:00:00.000Z"), None);
+        assert_eq!(read_millis(b"2100-02-29T00:00:00.000Z"), None);
+        assert_eq!(read_millis(b"2023-02-29T00:00:00.000Z"), None);
+        assert_eq!(read_millis(b"9999-12-31T23:59:59.999Z"), Some(MAX_MILLIS));
         assert_eq!(read_millis(b"1970-01-01T00:00:00.000Z"), Some(0));
     }
 

@@ -1,6 +1,8 @@
 //! Any request body text as one event: strict parsing, validation, then building the stored event (diff,
 //! canonical form, hash) never panics, a stored event's hash verifies after a JSON round trip, and the stored
-//! line the writer builds with the hash (`into_event_and_json`) is byte for byte serde_json's.
+//! line the writer builds with the hash (`into_event_and_json`) is byte for byte serde_json's. The one-pass
+//! reading of the text (`NewEvent::from_json_text`) accepts exactly what the two steps accept, with the same
+//! event.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,10 +14,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(value) = logbook_core::json::from_str_strict(text) else {
-        return;
-    };
-    let Ok(new_event) = NewEvent::from_json(value, text.len(), &Limits::default(), NOW) else {
+    let one_pass = NewEvent::from_json_text(text, &Limits::default(), NOW);
+    let two_steps = logbook_core::json::from_str_strict(text)
+        .ok()
+        .and_then(|value| NewEvent::from_json(value, text.len(), &Limits::default(), NOW).ok());
+    assert_eq!(one_pass, two_steps, "both ways of reading an event agree");
+    let Some(new_event) = two_steps else {
         return;
     };
     let (event, line) = new_event.into_event_and_json(Assigned {

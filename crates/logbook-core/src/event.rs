@@ -637,6 +637,71 @@ impl InputFields {
     }
 }
 
+/// The top-level object of an event's JSON text, read straight into [`InputFields`] slots: the keys are
+/// matched as they are read, without building the object as a map first. Anything this does not take as
+/// it comes (an unknown or repeated key, a value that is not an object) is an error, and the caller
+/// parses the text the ordinary way to say what is wrong.
+struct TopLevel(InputFields);
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_map(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> std::result::Result<TopLevel, A::Error> {
+        use serde::de::Error as _;
+        let mut slots: [Option<Value>; INPUT_FIELD_NAMES.len()] = Default::default();
+        while let Some(SlotOf(slot)) = access.next_key::<SlotOf>()? {
+            if slots[slot].is_some() {
+                return Err(A::Error::custom("a repeated field"));
+            }
+            let crate::json::Strict(value) = access.next_value()?;
+            slots[slot] = Some(value);
+        }
+        Ok(TopLevel(InputFields { slots }))
+    }
+}
+
+/// A top-level key as its slot in [`INPUT_FIELD_NAMES`]; any other key is an error.
+struct SlotOf(usize);
+
+impl<'de> serde::Deserialize<'de> for SlotOf {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct SlotVisitor;
+        impl serde::de::Visitor<'_> for SlotVisitor {
+            type Value = SlotOf;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an event field")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> std::result::Result<SlotOf, E> {
+                INPUT_FIELD_NAMES
+                    .iter()
+                    .position(|known| *known == key)
+                    .map(SlotOf)
+                    .ok_or_else(|| E::custom("an unknown field"))
+            }
+        }
+        deserializer.deserialize_str(SlotVisitor)
+    }
+}
+
 impl TakeField for InputFields {
     fn take_field(&mut self, name: &str) -> Option<Value> {
         let slot = INPUT_FIELD_NAMES.iter().position(|known| *known == name)?;
@@ -677,8 +742,23 @@ impl NewEvent {
             });
         };
         // One pass over the object: each known field goes to its slot, anything else is refused.
-        let mut fields = InputFields::from_map(fields)?;
+        NewEvent::from_fields(InputFields::from_map(fields)?, limits, now)
+    }
 
+    /// Validates one event given as JSON text: what [`crate::json::from_str_strict`] and then
+    /// [`NewEvent::from_json`] accept, with the same result, but without building the top-level object as a
+    /// map. `None` when the text is not accepted: the caller parses it the ordinary way to learn why (the
+    /// errors are theirs, so that they are the same whichever way an event is read).
+    pub fn from_json_text(text: &str, limits: &Limits, now: Millis) -> Option<NewEvent> {
+        if text.len() > limits.max_event_bytes {
+            return None;
+        }
+        let TopLevel(fields) = serde_json::from_str::<TopLevel>(text).ok()?;
+        NewEvent::from_fields(fields, limits, now).ok()
+    }
+
+    /// Validates an event's top-level fields, each in its slot.
+    fn from_fields(mut fields: InputFields, limits: &Limits, now: Millis) -> Result<NewEvent> {
         let tenant = optional_string(&mut fields, "tenant", 64)?;
         if let Some(tenant) = &tenant {
             validate_tenant_id(tenant)
@@ -789,16 +869,21 @@ impl NewEvent {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (key, value) in map {
-                    let path = format!("resources.{key}");
-                    validate_key(&path, &key)?;
+                    // The path is spelled out only for an error.
+                    let path = || format!("resources.{key}");
+                    if !is_valid_key(&key) {
+                        validate_key(&path(), &key)?;
+                    }
                     let text = match value {
-                        Value::String(text) => checked_text(&path, text, 256)?,
+                        Value::String(text) if is_acceptable_text(&text, 256) => text,
+                        Value::String(text) => checked_text(&path(), text, 256)?,
                         Value::Number(number) => number.to_string(),
                         other => {
+                            let path = path();
                             return Err(Error::invalid_event(
                                 path.clone(),
                                 format!("`{path}` must be a string id, got {}", json_kind(&other)),
-                            ))
+                            ));
                         }
                     };
                     resources.insert(key, text);
@@ -818,9 +903,12 @@ impl NewEvent {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(map)) => {
                 for key in map.keys() {
-                    validate_key(&format!("context.{key}"), key)?;
+                    if !is_valid_key(key) {
+                        validate_key(&format!("context.{key}"), key)?;
+                    }
                 }
-                check_depth("context", &Value::Object(map.clone()), limits.max_depth)?;
+                let found = 1 + map.values().map(depth).max().unwrap_or(0);
+                check_found_depth("context", found, limits.max_depth)?;
                 map
             }
             Some(other) => {
@@ -963,7 +1051,11 @@ impl NewEvent {
 pub fn new_event_id(created_at: Millis) -> String {
     let timestamp = u64::try_from(created_at).unwrap_or(0);
     let ulid = ulid::Ulid::from_parts(timestamp, rand::random::<u128>());
-    format!("evt_{ulid}")
+    let mut text = [0; ulid::ULID_LEN];
+    let mut id = String::with_capacity(4 + ulid::ULID_LEN);
+    id.push_str("evt_");
+    id.push_str(ulid.array_to_str(&mut text));
+    id
 }
 
 /// The 128-bit value of an `evt_<ULID>` id (ids compare like these numbers), or `None` if malformed.
@@ -1005,13 +1097,17 @@ fn validate_identifier(field: &str, value: &str) -> Result<()> {
     }
 }
 
-fn validate_key(path: &str, key: &str) -> Result<()> {
-    let valid = !key.is_empty()
+/// Whether `key` is a valid key of `resources` or `context` (see [`validate_key`]).
+fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
         && key.len() <= 64
         && key
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn validate_key(path: &str, key: &str) -> Result<()> {
+    if is_valid_key(key) {
         Ok(())
     } else {
         Err(Error::invalid_event(
@@ -1021,7 +1117,27 @@ fn validate_key(path: &str, key: &str) -> Result<()> {
     }
 }
 
+/// Whether [`checked_text`] accepts `text` as it is: not empty, at most `max_chars` characters, no control
+/// character but line feed and tab.
+fn is_acceptable_text(text: &str, max_chars: usize) -> bool {
+    // A text of at most `max_chars` bytes has at most as many characters; the control characters are
+    // C0 (bytes below 0x20), DEL and C1 (U+0080 to U+009F, encoded after a 0xC2 byte), so a text without
+    // those bytes needs no closer look.
+    !text.is_empty()
+        && (text.len() <= max_chars
+            || (text.len() <= max_chars * 4 && text.chars().count() <= max_chars))
+        && (!text
+            .bytes()
+            .any(|b| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f || b == 0xc2)
+            || !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'))
+}
+
 fn checked_text(field: &str, text: String, max_chars: usize) -> Result<String> {
+    if is_acceptable_text(&text, max_chars) {
+        return Ok(text);
+    }
     if text.is_empty() {
         return Err(Error::invalid_event(
             field,
@@ -1071,15 +1187,20 @@ fn reject_leftovers(parent: &str, fields: &Map<String, Value>, accepted: &str) -
     }
 }
 
-fn check_depth(field: &str, value: &Value, max_depth: usize) -> Result<()> {
-    fn depth(value: &Value) -> usize {
-        match value {
-            Value::Object(members) => 1 + members.values().map(depth).max().unwrap_or(0),
-            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-            _ => 0,
-        }
+/// How deeply a JSON value nests: 0 for a scalar, 1 for an object or array of scalars.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(members) => 1 + members.values().map(depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
-    let found = depth(value);
+}
+
+fn check_depth(field: &str, value: &Value, max_depth: usize) -> Result<()> {
+    check_found_depth(field, depth(value), max_depth)
+}
+
+fn check_found_depth(field: &str, found: usize, max_depth: usize) -> Result<()> {
     if found > max_depth {
         return Err(Error::invalid_event(
             field,
@@ -1392,5 +1513,117 @@ mod tests {
         let later = new_event_id(NOW + 1);
         assert!(earlier < later);
         assert!(earlier.starts_with("evt_") && earlier.len() == 30);
+    }
+
+    /// Both ways of reading an event's text: strict parsing then `from_json`, and `from_json_text`.
+    fn both_ways(text: &str) -> (Option<NewEvent>, Option<NewEvent>) {
+        let limits = Limits::default();
+        let two_steps = crate::json::from_str_strict(text)
+            .ok()
+            .and_then(|value| NewEvent::from_json(value, text.len(), &limits, NOW).ok());
+        (NewEvent::from_json_text(text, &limits, NOW), two_steps)
+    }
+
+    #[test]
+    fn reading_an_event_in_one_pass_accepts_what_the_two_steps_accept() {
+        let accepted = [
+            r#"{"type":"bot.created","actor":{"id":"u1","type":"user"},"metadata":{"a":{"b":[1,2.5,null]}}}"#,
+            r#"  {"typ\u0065":"x","created_at":"2026-01-02T03:04:05Z","resources":{"bot_id":7}}  "#,
+            r#"{"action":"updated","entity":{"type":"bot","id":"b1"},"changes":{"before":{"x":1},"after":{"x":2}}}"#,
+        ];
+        for text in accepted {
+            let (one_pass, two_steps) = both_ways(text);
+            assert!(two_steps.is_some(), "{text}");
+            assert_eq!(one_pass, two_steps, "{text}");
+        }
+        let refused = [
+            r#"{"type":"x","type":"y"}"#,
+            r#"{"type":"x","seq":1}"#,
+            r#"{"type":"x","colour":"red"}"#,
+            r#"{"type":"x","metadata":{"a":1,"a":2}}"#,
+            r#"{"type":"x"} trailing"#,
+            r#"["type","x"]"#,
+            r#""x""#,
+            r#"{"type":"x","created_at":true}"#,
+            r#"{"type":7}"#,
+            "{\"type\":\"x\",",
+        ];
+        for text in refused {
+            assert_eq!(both_ways(text), (None, None), "{text}");
+        }
+        let mut large = String::from(r#"{"type":"x","description":""#);
+        large.push_str(&"a".repeat(Limits::default().max_event_bytes));
+        large.push_str(r#""}"#);
+        assert_eq!(both_ways(&large), (None, None));
+    }
+
+    /// A value for `key`: mostly one it accepts, sometimes one it refuses.
+    fn value_for(key: &str, pick: usize) -> &'static str {
+        let valid: &[&str] = match key {
+            "type" => &[r#""bot.created""#, r#""x""#],
+            "created_at" => &["1790000000000", r#""2026-01-02T03:04:05Z""#, "null"],
+            "actor" => &[r#""u1""#, r#"{"id":"u1","type":"user","name":"Ann"}"#],
+            "action" => &[r#""updated""#],
+            "entity" => &[r#"{"type":"bot","id":"b1"}"#],
+            "resources" => &[r#"{"bot_id":"b1","n_id":2}"#, "{}"],
+            "context" => &[r#"{"ip":"203.0.113.7","deep":{"a":[1,{"k":null}]}}"#],
+            "outcome" => &[r#""failure""#, r#""SUCCESS""#],
+            "description" => &[r#""Ann created bot b1""#],
+            "metadata" => &[r#"{"a":{"b":[1,2.5,null,true]},"é":""}"#],
+            "changes" => &[r#"{"before":{"a":1},"after":{"a":2,"b":null}}"#],
+            "idempotency_key" => &[r#""k-1""#],
+            "tenant" => &[r#""acme""#],
+            _ => &[r#""x""#],
+        };
+        let invalid = [r#"{"a":{"a":1,"a":1}}"#, "true", "-1.5", "[1]", r#""""#];
+        if pick % 5 == 4 {
+            invalid[pick / 5 % invalid.len()]
+        } else {
+            valid[pick % valid.len()]
+        }
+    }
+
+    proptest::proptest! {
+        /// The quick test of a text agrees with the plain reading of the rule, around the length limit and
+        /// with every kind of control character (C0, DEL, C1) and multi-byte characters.
+        #[test]
+        fn acceptable_texts_are_exactly_those_the_rule_allows(
+            text in "[a\\n\\t\\x00\\x1f\\x7f\\u{80}\\u{9f}\\u{a0}\\u{e9}\\u{20ac}\\u{1f600}]{0,12}",
+            max_chars in 1usize..8,
+        ) {
+            let rule = !text.is_empty()
+                && text.chars().count() <= max_chars
+                && !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t');
+            proptest::prop_assert_eq!(is_acceptable_text(&text, max_chars), rule, "{:?}", text);
+        }
+    }
+
+    proptest::proptest! {
+        /// Events of known, unknown and repeated keys, mostly with values they accept: both ways agree.
+        #[test]
+        fn both_ways_of_reading_an_event_agree(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "type", "created_at", "actor", "action", "entity", "resources", "context", "outcome",
+                        "description", "metadata", "changes", "idempotency_key", "tenant", "seq", "other",
+                    ]),
+                    0usize..100,
+                ),
+                0..8,
+            ),
+            type_first in proptest::bool::ANY,
+        ) {
+            let mut members: Vec<String> = fields
+                .iter()
+                .map(|(key, pick)| format!("\"{key}\":{}", value_for(key, *pick)))
+                .collect();
+            if type_first {
+                members.insert(0, r#""type":"x.y""#.to_string());
+            }
+            let text = format!("{{{}}}", members.join(","));
+            let (one_pass, two_steps) = both_ways(&text);
+            proptest::prop_assert_eq!(one_pass, two_steps, "{}", text);
+        }
     }
 }

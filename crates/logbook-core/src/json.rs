@@ -12,7 +12,8 @@ pub fn from_str_strict(text: &str) -> serde_json::Result<Value> {
     serde_json::from_str::<Strict>(text).map(|strict| strict.0)
 }
 
-struct Strict(Value);
+/// A JSON value parsed strictly (duplicate keys refused), for use inside other `Deserialize` impls.
+pub(crate) struct Strict(pub(crate) Value);
 
 impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -162,16 +162,23 @@ pub async fn ingest(
                 ..error
             }
         };
-        let value = logbook_core::json::from_str_strict(raw.text)
-            .map_err(|e| locate(json_syntax_error(e, raw.line)))?;
-        let new_event = NewEvent::from_json(value, raw.text.len(), limits, now).map_err(|e| {
-            let error = ApiError::from(e);
-            if error.message.contains("bytes of JSON") {
-                locate(ApiError::payload_too_large(error.message.clone()))
-            } else {
-                locate(error)
+        // One pass over the text; only an event it does not accept is parsed again, the ordinary way, for
+        // the error.
+        let new_event = match NewEvent::from_json_text(raw.text, limits, now) {
+            Some(new_event) => new_event,
+            None => {
+                let value = logbook_core::json::from_str_strict(raw.text)
+                    .map_err(|e| locate(json_syntax_error(e, raw.line)))?;
+                NewEvent::from_json(value, raw.text.len(), limits, now).map_err(|e| {
+                    let error = ApiError::from(e);
+                    if error.message.contains("bytes of JSON") {
+                        locate(ApiError::payload_too_large(error.message.clone()))
+                    } else {
+                        locate(error)
+                    }
+                })?
             }
-        })?;
+        };
         let tenant = caller
             .tenant(new_event.tenant.as_deref().or(default_tenant.as_deref()))
             .map_err(locate)?;

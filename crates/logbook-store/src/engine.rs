@@ -38,6 +38,7 @@ use lru::LruCache;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -2015,7 +2016,7 @@ struct WriterState {
     wal: WalWriter,
     shared: Arc<Shared>,
     /// Last durable seq per tenant.
-    seqs: HashMap<String, u64>,
+    seqs: FxHashMap<String, u64>,
     request_keys: HashMap<(String, String), StoredIdempotency>,
     event_keys: HashMap<(String, String), (Receipt, Millis)>,
     last_prune: Millis,
@@ -2189,7 +2190,7 @@ impl WriterState {
         self.prune(received_at);
         let mut replies = Vec::with_capacity(group.len());
         let mut plans = Vec::with_capacity(group.len());
-        let mut staged_seqs: HashMap<String, u64> = HashMap::new();
+        let mut staged_seqs: FxHashMap<String, u64> = FxHashMap::default();
         let mut staged_request_keys: HashMap<(String, String), usize> = HashMap::new();
         let mut staged_event_keys: HashMap<(String, String), (usize, usize)> = HashMap::new();
         for WriteRequest { request, reply } in group {
@@ -2304,7 +2305,13 @@ impl WriterState {
         for plan in &plans {
             let Plan::Write(write) = plan else { continue };
             for event in &write.events {
-                self.seqs.insert(event.tenant.clone(), event.seq);
+                // An event's tenant is usually known: its seq is updated without copying the name.
+                match self.seqs.get_mut(&event.tenant) {
+                    Some(seq) => *seq = event.seq,
+                    None => {
+                        self.seqs.insert(event.tenant.clone(), event.seq);
+                    }
+                }
                 if let Some(key) = &event.idempotency_key {
                     self.event_keys.insert(
                         (event.tenant.clone(), key.clone()),
@@ -2333,7 +2340,7 @@ impl WriterState {
         &self,
         request: AppendRequest,
         received_at: Millis,
-        staged_seqs: &mut HashMap<String, u64>,
+        staged_seqs: &mut FxHashMap<String, u64>,
         staged_request_keys: &mut HashMap<(String, String), usize>,
         staged_event_keys: &mut HashMap<(String, String), (usize, usize)>,
         plan_index: usize,
@@ -2391,9 +2398,12 @@ impl WriterState {
                     continue;
                 }
             }
-            let seq = staged_seqs
-                .entry(tenant.clone())
-                .or_insert_with(|| self.seqs.get(&tenant).copied().unwrap_or(0));
+            let seq = match staged_seqs.get_mut(&tenant) {
+                Some(seq) => seq,
+                None => staged_seqs
+                    .entry(tenant.clone())
+                    .or_insert_with(|| self.seqs.get(&tenant).copied().unwrap_or(0)),
+            };
             *seq += 1;
             let created_at = new_event.created_at.unwrap_or(received_at);
             let assigned = Assigned {
@@ -2569,14 +2579,11 @@ fn publish(shared: &Shared, batch: PublishBatch) {
         .fetch_add(stored_events, AtomicOrdering::Relaxed);
     metrics::counter!("logbook_events_stored_total").increment(stored_events);
 
+    // Followers copy their leader's receipts first; then each written request takes its own.
     let mut results: Vec<Option<Result<AppendOutcome>>> = Vec::with_capacity(plans.len());
     for plan in &plans {
         let result = match plan {
-            Plan::Done(_) => None,
-            Plan::Write(write) => Some(Ok(AppendOutcome {
-                receipts: write.receipts.clone(),
-                replayed: false,
-            })),
+            Plan::Done(_) | Plan::Write(_) => None,
             Plan::Follow {
                 leader,
                 fingerprint,
@@ -2599,8 +2606,12 @@ fn publish(shared: &Shared, batch: PublishBatch) {
     for ((plan, result), reply) in plans.into_iter().zip(results).zip(replies) {
         let result = match (plan, result) {
             (Plan::Done(result), _) => result,
+            (Plan::Write(write), None) => Ok(AppendOutcome {
+                receipts: write.receipts,
+                replayed: false,
+            }),
             (_, Some(result)) => result,
-            (_, None) => unreachable!("every non-final plan has a result"),
+            (_, None) => unreachable!("every follower has a result"),
         };
         let _ = reply.send(result);
     }

@@ -37,6 +37,10 @@ struct Args {
     /// serializing the event again, alternating rounds.
     #[arg(long)]
     build: bool,
+    /// Instead of the index: time validating events from their JSON text (the ingest handler's work per
+    /// event: strict parsing, then `NewEvent::from_json`).
+    #[arg(long)]
+    parse: bool,
 }
 
 fn main() -> Result<()> {
@@ -44,6 +48,13 @@ fn main() -> Result<()> {
     let file = std::fs::File::open(&args.workload)
         .with_context(|| format!("open {}", args.workload.display()))?;
     let limits = Limits::default();
+    if args.parse {
+        let lines: Vec<String> = std::io::BufReader::new(file)
+            .lines()
+            .take(args.events)
+            .collect::<std::io::Result<_>>()?;
+        return time_parse(&lines, &limits, args.rounds);
+    }
     let mut seqs: HashMap<String, u64> = HashMap::new();
     let mut events: Vec<Event> = Vec::with_capacity(args.events);
     let mut pending: Vec<(NewEvent, Assigned)> = Vec::new();
@@ -140,6 +151,36 @@ fn time_build(pending: &[(NewEvent, Assigned)], rounds: usize) -> Result<()> {
     }
     println!(
         "best: into_event_and_json {:.2} µs/event, into_event + serde_json::to_vec {:.2} µs/event",
+        best[0], best[1]
+    );
+    Ok(())
+}
+
+/// Validates every line both ways (strict parsing then `from_json`; `from_json_text`, the ingest handler's),
+/// `rounds` times, alternating; prints µs per event.
+fn time_parse(lines: &[String], limits: &Limits, rounds: usize) -> Result<()> {
+    let mut best = [f64::INFINITY; 2];
+    for round in 1..=rounds {
+        for (way, name) in ["two steps", "one pass"].iter().enumerate() {
+            let started = Instant::now();
+            let mut events = 0usize;
+            for line in lines {
+                let event = if way == 0 {
+                    let value = logbook_core::json::from_str_strict(line)?;
+                    NewEvent::from_json(value, line.len(), limits, 0)
+                        .map_err(|error| anyhow::anyhow!("{error}"))?
+                } else {
+                    NewEvent::from_json_text(line, limits, 0).context("an event is accepted")?
+                };
+                events += usize::from(event.tenant.is_some());
+            }
+            let micros = started.elapsed().as_secs_f64() * 1e6 / lines.len() as f64;
+            best[way] = best[way].min(micros);
+            println!("round {round}: {name}: parsed {events} events, {micros:.2} µs/event");
+        }
+    }
+    println!(
+        "best: two steps (from_str_strict, from_json) {:.2} µs/event, one pass (from_json_text) {:.2} µs/event",
         best[0], best[1]
     );
     Ok(())

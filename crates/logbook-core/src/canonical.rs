@@ -21,9 +21,9 @@ pub fn write_canonical(value: &Value, out: &mut String) {
         Value::Bool(false) => out.push_str("false"),
         Value::Number(number) => {
             if let Some(integer) = number.as_i64() {
-                let _ = write!(out, "{integer}");
+                out.push_str(itoa::Buffer::new().format(integer));
             } else if let Some(unsigned) = number.as_u64() {
-                let _ = write!(out, "{unsigned}");
+                out.push_str(itoa::Buffer::new().format(unsigned));
             } else {
                 let float = number.as_f64().unwrap_or(0.0);
                 let mut buffer = ryu_js::Buffer::new();
@@ -74,10 +74,11 @@ pub fn write_canonical_map(members: &serde_json::Map<String, Value>, out: &mut S
 /// Appends a canonical JSON string.
 pub fn write_canonical_str(text: &str, out: &mut String) {
     out.push('"');
-    if !text
-        .bytes()
-        .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
-    {
+    // Every byte is looked at (no early exit), which the compiler turns into a vector loop: most strings
+    // need no escape.
+    if !text.bytes().fold(false, |escape, byte| {
+        escape | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+    }) {
         out.push_str(text);
         out.push('"');
         return;
@@ -117,7 +118,14 @@ pub fn event_hash(event_json: &Value) -> String {
         }
         other => to_canonical_string(other),
     };
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    hex_digest(canonical.as_bytes())
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn hex_digest(bytes: &[u8]) -> String {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(bytes), &mut hex).expect("64 hex digits for 32 bytes");
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
@@ -142,6 +150,19 @@ mod tests {
         assert_eq!(
             to_canonical_string(&value),
             r#"{"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    #[test]
+    fn integers_keep_every_digit_and_hashes_are_lower_case_hex() {
+        let value = json!([i64::MIN, -1, 0, 7, i64::MAX, u64::MAX, 9007199254740993u64]);
+        assert_eq!(
+            to_canonical_string(&value),
+            "[-9223372036854775808,-1,0,7,9223372036854775807,18446744073709551615,9007199254740993]"
+        );
+        assert_eq!(
+            hex_digest(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 

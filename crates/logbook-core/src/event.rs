@@ -236,8 +236,7 @@ impl Event {
 
     /// Recomputes the hash from the event's other fields (see [`canonical`] for the exact bytes).
     pub fn compute_hash(&self) -> String {
-        use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(self.canonical_form().as_bytes()))
+        canonical::hex_digest(self.canonical_form().as_bytes())
     }
 
     /// The RFC 8785 canonical form of the event's API JSON without `hash`, written straight from the typed
@@ -276,18 +275,18 @@ impl Event {
         out.extend_from_slice(b"{\"id\":");
         serde_json::to_writer(&mut out, &self.id).expect("a string serializes");
         out.extend_from_slice(b",\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.seq).as_bytes());
         text(&mut out, "tenant", &self.tenant);
         text(&mut out, "type", &self.event_type);
         text(
             &mut out,
             "created_at",
-            &time::format_millis(self.created_at),
+            time::MillisText::new(self.created_at).as_str(),
         );
         text(
             &mut out,
             "received_at",
-            &time::format_millis(self.received_at),
+            time::MillisText::new(self.received_at).as_str(),
         );
         if let Some(actor) = &self.actor {
             out.extend_from_slice(b",\"actor\":");
@@ -416,7 +415,10 @@ impl Event {
             fragments.context =
                 Some(start..members.out().len()).filter(|_| is_plain_map(&self.context));
         }
-        members.string("created_at", &time::format_millis(self.created_at));
+        members.string(
+            "created_at",
+            time::MillisText::new(self.created_at).as_str(),
+        );
         if let Some(description) = &self.description {
             members.string("description", description);
         }
@@ -441,7 +443,10 @@ impl Event {
                 Some(members.value("metadata", metadata)).filter(|_| is_plain(metadata));
         }
         members.string("outcome", self.outcome.as_str());
-        members.string("received_at", &time::format_millis(self.received_at));
+        members.string(
+            "received_at",
+            time::MillisText::new(self.received_at).as_str(),
+        );
         if !self.resources.is_empty() {
             members.key("resources");
             let mut inner = CanonicalObject::new(members.out());
@@ -1038,10 +1043,9 @@ impl NewEvent {
     /// [`NewEvent::into_event`], and the event's stored JSON (`serde_json::to_vec` of it), sharing the
     /// serialization of its JSON values between the hash and the stored text.
     pub fn into_event_and_json(self, assigned: Assigned) -> (Event, Vec<u8>) {
-        use sha2::{Digest, Sha256};
         let mut event = self.into_event_unhashed(assigned);
         let (canonical, fragments) = event.canonical_parts();
-        event.hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+        event.hash = canonical::hex_digest(canonical.as_bytes());
         let json = event.stored_json(&canonical, &fragments);
         (event, json)
     }

@@ -19,14 +19,37 @@ pub fn now_millis() -> Millis {
 /// formatted twice as it is written (for its hash and its stored line), so the accepted range (years 1970 to
 /// 9999) is written digit by digit; anything else goes through chrono, which a test checks this against.
 pub fn format_millis(millis: Millis) -> String {
-    let mut out = [0u8; 24];
-    if !write_millis(millis, &mut out) {
-        return match Utc.timestamp_millis_opt(millis).single() {
-            Some(datetime) => datetime.to_rfc3339_opts(SecondsFormat::Millis, true),
-            None => millis.to_string(),
+    MillisText::new(millis).as_str().to_string()
+}
+
+/// A time as [`format_millis`] writes it, kept on the stack for the accepted range (years 1970 to 9999), so
+/// that writing it into a larger text allocates nothing.
+pub struct MillisText {
+    bytes: [u8; 24],
+    /// The text of a time outside the accepted range.
+    other: Option<String>,
+}
+
+impl MillisText {
+    pub fn new(millis: Millis) -> MillisText {
+        let mut bytes = [0u8; 24];
+        let other = if write_millis(millis, &mut bytes) {
+            None
+        } else {
+            Some(match Utc.timestamp_millis_opt(millis).single() {
+                Some(datetime) => datetime.to_rfc3339_opts(SecondsFormat::Millis, true),
+                None => millis.to_string(),
+            })
         };
+        MillisText { bytes, other }
     }
-    String::from_utf8(out.to_vec()).expect("digits and separators are ASCII")
+
+    pub fn as_str(&self) -> &str {
+        match &self.other {
+            Some(text) => text,
+            None => std::str::from_utf8(&self.bytes).expect("digits and separators are ASCII"),
+        }
+    }
 }
 
 /// Writes a time of the accepted range (years 1970 to 9999) as [`format_millis`] does, into `out`, and says

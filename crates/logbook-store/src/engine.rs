@@ -25,9 +25,9 @@ use crate::piece::{self, Segments, TenantPiece};
 use crate::wal::{self, RecordPosition, WalWriter, KIND_EVENTS};
 use crate::{codec, compact};
 use crate::{
-    ApiKey, AppendOutcome, AppendRequest, Bucket, CreatedKey, CrossTenantPage, EventStore, Health,
-    Histogram, HistogramRequest, IdempotencyKey, Page, PendingAppend, Position, RawEvent, Receipt,
-    Scope, StoreStats, Tenant, TenantPosition,
+    ApiKey, AppendOutcome, AppendReply, AppendRequest, Bucket, CreatedKey, CrossTenantPage,
+    EventStore, Health, Histogram, HistogramRequest, IdempotencyKey, Page, PendingAppend, Position,
+    RawEvent, Receipt, Scope, StoreStats, Tenant, TenantPosition,
 };
 use crossbeam_channel::{Receiver, Sender};
 use logbook_core::event::{new_event_id, Assigned, Event, NewEvent};
@@ -744,7 +744,7 @@ fn run_merger(shared: Arc<Shared>, wakeups: Receiver<()>) {
 
 struct WriteRequest {
     request: AppendRequest,
-    reply: tokio::sync::oneshot::Sender<Result<AppendOutcome>>,
+    reply: tokio::sync::oneshot::Sender<AppendReply>,
 }
 
 /// The embedded storage engine.
@@ -2294,7 +2294,7 @@ impl WriterState {
                         Plan::Done(result) => result,
                         _ => Err(copy_error(&error)),
                     };
-                    let _ = reply.send(result);
+                    let _ = reply.send((result, Vec::new()));
                 }
                 return;
             }
@@ -2485,7 +2485,7 @@ struct PublishBatch {
     plans: Vec<Plan>,
     positions: Vec<RecordPosition>,
     texts: Vec<Option<Vec<u8>>>,
-    replies: Vec<tokio::sync::oneshot::Sender<Result<AppendOutcome>>>,
+    replies: Vec<tokio::sync::oneshot::Sender<AppendReply>>,
 }
 
 /// The indexer thread: publishes each durable group to the index and then acknowledges its requests.
@@ -2604,15 +2604,21 @@ fn publish(shared: &Shared, batch: PublishBatch) {
         results.push(result);
     }
     for ((plan, result), reply) in plans.into_iter().zip(results).zip(replies) {
-        let result = match (plan, result) {
-            (Plan::Done(result), _) => result,
-            (Plan::Write(write), None) => Ok(AppendOutcome {
-                receipts: write.receipts,
-                replayed: false,
-            }),
-            (_, Some(result)) => result,
+        let reply_with = match (plan, result) {
+            (Plan::Done(result), _) => (result, Vec::new()),
+            (Plan::Write(write), None) => {
+                let WritePlan {
+                    receipts, events, ..
+                } = *write;
+                let outcome = AppendOutcome {
+                    receipts,
+                    replayed: false,
+                };
+                (Ok(outcome), events)
+            }
+            (_, Some(result)) => (result, Vec::new()),
             (_, None) => unreachable!("every follower has a result"),
         };
-        let _ = reply.send(result);
+        let _ = reply.send(reply_with);
     }
 }

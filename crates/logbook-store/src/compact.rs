@@ -362,7 +362,8 @@ pub fn build_with(
                 offset: bytes.len() as u64,
                 compacted: true,
             };
-            // Ids, hashes, seqs, tenant and times apart as bytes when every line allows it (all that this server writes).
+            // Ids, hashes, seqs, tenant and times apart as bytes when every line allows it (all that this
+            // server writes).
             let payload = match columns::split(&text) {
                 Some(split) => columns::payload(&split.columns, &compress(&split.stripped)?),
                 None => compress(&text)?,
@@ -406,15 +407,22 @@ mod tests {
         assert!(event_key(br#"{"id":"evt_1","seq":"#).is_err());
     }
 
-    #[test]
-    fn a_segment_is_rebuilt_per_tenant_in_seq_order() {
-        // The fuzzer's seed: two records mixing tenants a, b and c (one line in another field order).
-        let seed = include_bytes!("../../../fuzz/seeds/compaction/built");
+    /// The WAL segment a `compaction` fuzz seed stands for (segment 1, the seed's frames after the header),
+    /// and those frames. A seed is a flag byte (not needed here), the WAL part's length (u16 LE), the WAL part.
+    fn segment_of_seed(seed: &[u8]) -> (Vec<u8>, &[u8]) {
         let length = u16::from_le_bytes([seed[1], seed[2]]) as usize;
+        let frames = &seed[3..3 + length];
         let mut segment = wal::MAGIC.to_vec();
         segment.extend_from_slice(&wal::FORMAT_VERSION.to_le_bytes());
         segment.extend_from_slice(&1u32.to_le_bytes());
-        segment.extend_from_slice(&seed[3..3 + length]);
+        segment.extend_from_slice(frames);
+        (segment, frames)
+    }
+
+    #[test]
+    fn a_segment_is_rebuilt_per_tenant_in_seq_order() {
+        // The fuzzer's seed: two records mixing tenants a, b and c (one line in another field order).
+        let (segment, _) = segment_of_seed(include_bytes!("../../../fuzz/seeds/compaction/built"));
         let built = build(1, Path::new("00000001.wal"), &segment, 1, |_| true).unwrap();
         assert_eq!(built.events, 4);
         assert_eq!(incomplete(&built.bytes, 1), None);
@@ -445,13 +453,10 @@ mod tests {
     #[test]
     fn stored_lines_are_compacted_with_their_columns_apart_and_read_back() {
         // The fuzzer's seed of lines as the server stores them: one record of two events of tenant acme.
-        let seed = include_bytes!("../../../fuzz/seeds/compaction/columns");
-        let length = u16::from_le_bytes([seed[1], seed[2]]) as usize;
-        let mut segment = wal::MAGIC.to_vec();
-        segment.extend_from_slice(&wal::FORMAT_VERSION.to_le_bytes());
-        segment.extend_from_slice(&1u32.to_le_bytes());
-        segment.extend_from_slice(&seed[3..3 + length]);
-        let record = &seed[3 + 9..3 + length];
+        let (segment, frames) =
+            segment_of_seed(include_bytes!("../../../fuzz/seeds/compaction/columns"));
+        // The seed's one frame: a 9-byte frame header, then the record.
+        let record = &frames[9..];
         let built = build(1, Path::new("00000001.wal"), &segment, 1, |_| true).unwrap();
         assert_eq!(built.events, 2);
         let block = wal::frames(&built.bytes)

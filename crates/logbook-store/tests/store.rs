@@ -577,11 +577,17 @@ fn block_segments(blocks: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-fn open_compacting_on_demand(dir: &std::path::Path) -> Result<EmbeddedStore, StoreError> {
+/// Options for a store in `dir` with segments of `segment_bytes`, compacted only when a test calls `compact()`.
+fn on_demand(dir: &std::path::Path, segment_bytes: u64) -> StoreOptions {
     let mut options = StoreOptions::new(dir);
-    options.segment_bytes = 4096;
-    options.cache_bytes = 4096;
+    options.segment_bytes = segment_bytes;
     options.background_compaction = false;
+    options
+}
+
+fn open_compacting_on_demand(dir: &std::path::Path) -> Result<EmbeddedStore, StoreError> {
+    let mut options = on_demand(dir, 4096);
+    options.cache_bytes = 4096;
     EmbeddedStore::open(options)
 }
 
@@ -947,10 +953,8 @@ fn large_pages_read_ahead_and_still_list_every_event_once_in_order() {
     // room in the cache for what was read ahead.
     for cache_bytes in [4096, 64 << 20] {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = StoreOptions::new(dir.path());
-        options.segment_bytes = 64 << 10;
+        let mut options = on_demand(dir.path(), 64 << 10);
         options.cache_bytes = cache_bytes;
-        options.background_compaction = false;
         let store = EmbeddedStore::open(options).unwrap();
         store.create_tenant("big", "big").unwrap();
         store.create_tenant("other", "other").unwrap();
@@ -997,9 +1001,7 @@ fn large_pages_read_ahead_and_still_list_every_event_once_in_order() {
 fn large_index_files_answer_as_the_evaluator_does() {
     let dir = tempfile::tempdir().unwrap();
     let open_large = || {
-        let mut options = StoreOptions::new(dir.path());
-        options.segment_bytes = 320 << 10;
-        options.background_compaction = false;
+        let mut options = on_demand(dir.path(), 320 << 10);
         options.merge_events = 300;
         EmbeddedStore::open(options).expect("store opens")
     };
@@ -1104,9 +1106,7 @@ fn large_index_files_answer_as_the_evaluator_does() {
 #[test]
 fn merged_pieces_keep_fields_that_a_full_piece_left_unindexed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = StoreOptions::new(dir.path());
-    options.segment_bytes = 128 << 10;
-    options.background_compaction = false;
+    let options = on_demand(dir.path(), 128 << 10);
     let store = EmbeddedStore::open(options).expect("store opens");
     store.create_tenant("acme", "Acme").unwrap();
     append(&store, "acme", wide_events());
@@ -1207,9 +1207,7 @@ fn blocks_compressed_with_a_trained_dictionary_read_back() {
     let run = |dictionary: bool| {
         let dir = tempfile::tempdir().unwrap();
         let open_with = || {
-            let mut options = StoreOptions::new(dir.path());
-            options.segment_bytes = 768 << 10;
-            options.background_compaction = false;
+            let mut options = on_demand(dir.path(), 768 << 10);
             options.block_dictionary = dictionary;
             EmbeddedStore::open(options)
         };
@@ -1283,9 +1281,7 @@ fn blocks_compressed_with_a_trained_dictionary_read_back() {
 fn blocks_keep_ids_and_hashes_as_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let open_with = || {
-        let mut options = StoreOptions::new(dir.path());
-        options.segment_bytes = 256 << 10;
-        options.background_compaction = false;
+        let options = on_demand(dir.path(), 256 << 10);
         EmbeddedStore::open(options)
     };
     let store = open_with().unwrap();
@@ -1366,9 +1362,7 @@ fn values_kept_as_hashes_still_match_exactly() {
         })
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut options = StoreOptions::new(dir.path());
-    options.segment_bytes = 96 << 10;
-    options.background_compaction = false;
+    let options = on_demand(dir.path(), 96 << 10);
     let store = EmbeddedStore::open(options).expect("store opens");
     store.create_tenant("acme", "Acme").unwrap();
     // The pair first, so that they are in one compacted piece, among other ids.
@@ -1535,9 +1529,7 @@ fn an_index_file_lost_while_open_still_gives_every_match() {
 #[test]
 fn listings_that_plan_the_nearest_parts_first_find_every_match_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = StoreOptions::new(dir.path());
-    options.segment_bytes = 8 << 10;
-    options.background_compaction = false;
+    let options = on_demand(dir.path(), 8 << 10);
     let store = EmbeddedStore::open(options).expect("store opens");
     store.create_tenant("acme", "Acme").unwrap();
     let base = now_millis() - 86_400_000;
